@@ -1,0 +1,1 @@
+"""Code every function shares: settings, database, models, errors, logging."""

@@ -1,0 +1,71 @@
+"""Runtime configuration, read once from the environment (and a local `.env`)."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConnectionMode(StrEnum):
+    """How the database is reached; decides the pool and whether statements may be prepared."""
+
+    AUTO = "auto"
+    TRANSACTION = "transaction"  # Supavisor :6543, PgBouncer pool_mode=transaction, Neon, RDS Proxy
+    SESSION = "session"  # Supavisor :5432: one server connection per client connection
+    DIRECT = "direct"  # db.<ref>.supabase.co:5432: Postgres itself
+
+
+def _default_application_name() -> str:
+    """Name connections after the Lambda function so `pg_stat_activity` tells them apart."""
+    return os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local")
+
+
+class Settings(BaseSettings):
+    """Every knob the functions read; environment variables win over `.env`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: SecretStr | None = None
+    """The pooler URL (transaction mode) exactly as the Supabase dashboard gives it."""
+
+    direct_database_url: SecretStr | None = None
+    """Session-mode or direct URL, for migrations; never the transaction pooler."""
+
+    db_mode: ConnectionMode = ConnectionMode.AUTO
+    db_connect_timeout: int = Field(default=3, ge=2, le=30)
+    """Seconds; libpq's minimum is 2. Well under the Lambda timeout so outages answer 503 fast."""
+
+    db_statement_timeout_ms: int = Field(default=5_000, ge=0)
+    """Per transaction, with SET LOCAL; 0 leaves the role's default in force."""
+
+    db_sslmode: str | None = None
+    """Overrides the default: `require` for any host that is not loopback."""
+
+    db_sslrootcert: Path | None = None
+    """CA bundle for `sslmode=verify-full` (Supabase's is on the dashboard's Database page)."""
+
+    db_application_name: str = Field(default_factory=_default_application_name)
+
+    db_pool_size: int | None = Field(default=None, ge=1)
+    """Session/direct mode only; None derives it from the connection budget below."""
+
+    db_max_overflow: int = Field(default=0, ge=0)
+    db_max_connections: int = Field(default=60, ge=1)
+    """The database's max_connections (Supabase Nano/Micro: 60)."""
+
+    db_instances: int = Field(default=1, ge=1)
+    """How many stationary instances share that budget."""
+
+    db_uses_data_api: bool = True
+    """Whether Supabase's Data API (PostgREST) also needs connections: 40% budget, else 80%."""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read the settings once per process; tests call `get_settings.cache_clear()`."""
+    return Settings()

@@ -1,0 +1,171 @@
+"""Engine options, URL handling, mode detection and the pool-size rule; no network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import NullPool, QueuePool
+
+from shared.db import build_engine, detect_mode, pool_size_per_instance, to_sqlalchemy_url
+from shared.errors import DatabaseConfigError
+from shared.settings import ConnectionMode, Settings
+
+REF = "abcdefghijklmnopqrst"
+PASSWORD = "p@ss:w/rd"
+ESCAPED = "p%40ss%3Aw%2Frd"
+SUPABASE_TRANSACTION = (
+    f"postgres://postgres.{REF}:{ESCAPED}@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
+)
+SUPABASE_SESSION = SUPABASE_TRANSACTION.replace(":6543/", ":5432/")
+SUPABASE_DIRECT = f"postgresql://postgres:{ESCAPED}@db.{REF}.supabase.co:5432/postgres"
+LOCAL_POOLER = f"postgresql://postgres:{ESCAPED}@127.0.0.1:6543/postgres"
+
+
+class Captured(Exception):
+    """Raised instead of connecting, carrying what psycopg.connect would have received."""
+
+    def __init__(self, cparams: dict[str, Any]) -> None:
+        self.cparams = cparams
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(_env_file=None, **overrides)
+
+
+def connect_params(engine: Engine) -> dict[str, Any]:
+    """The keyword arguments the engine passes to psycopg.connect, without connecting."""
+
+    def capture(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
+        raise Captured(dict(cparams))
+
+    event.listen(engine, "do_connect", capture)
+    with pytest.raises(Captured) as caught:
+        engine.connect()
+    return caught.value.cparams
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])
+def test_url_selects_psycopg_3_and_unescapes_the_password(scheme: str) -> None:
+    url = to_sqlalchemy_url(SUPABASE_TRANSACTION.replace("postgres://", f"{scheme}://"))
+
+    assert url.drivername == "postgresql+psycopg"
+    assert url.username == f"postgres.{REF}"
+    assert url.password == PASSWORD
+
+
+def test_unparseable_url_error_does_not_echo_the_password() -> None:
+    with pytest.raises(DatabaseConfigError) as caught:
+        to_sqlalchemy_url(f"not a url {PASSWORD}")
+
+    assert PASSWORD not in str(caught.value)
+
+
+def test_non_postgres_url_is_refused() -> None:
+    with pytest.raises(DatabaseConfigError, match="postgres"):
+        to_sqlalchemy_url(f"mysql://root:{ESCAPED}@localhost/db")
+
+
+@pytest.mark.parametrize(
+    ("url", "mode"),
+    [
+        (SUPABASE_TRANSACTION, ConnectionMode.TRANSACTION),
+        (SUPABASE_SESSION, ConnectionMode.SESSION),
+        (SUPABASE_DIRECT, ConnectionMode.DIRECT),
+        (LOCAL_POOLER, ConnectionMode.TRANSACTION),
+        (
+            "postgresql://u:p@ep-cool-name-123456-pooler.eu-central-1.aws.neon.tech/db",
+            ConnectionMode.TRANSACTION,
+        ),
+        ("postgresql://u:p@some-host.example:5432/db", ConnectionMode.TRANSACTION),
+    ],
+)
+def test_mode_is_guessed_from_the_url(url: str, mode: ConnectionMode) -> None:
+    assert detect_mode(to_sqlalchemy_url(url)) == mode
+
+
+def test_transaction_mode_uses_nullpool_and_never_prepares() -> None:
+    engine = build_engine(SUPABASE_TRANSACTION, make_settings())
+    params = connect_params(engine)
+
+    assert isinstance(engine.pool, NullPool)
+    assert params["prepare_threshold"] is None
+
+
+def test_url_query_cannot_turn_prepared_statements_back_on() -> None:
+    engine = build_engine(f"{LOCAL_POOLER}?prepare_threshold=5", make_settings())
+
+    assert connect_params(engine)["prepare_threshold"] is None
+
+
+def test_explicit_mode_setting_wins_over_the_guess() -> None:
+    engine = build_engine(SUPABASE_TRANSACTION, make_settings(), ConnectionMode.SESSION)
+
+    assert isinstance(engine.pool, QueuePool)
+    assert "prepare_threshold" not in connect_params(engine)
+
+
+def test_connection_parameters_for_a_remote_pooler() -> None:
+    settings = make_settings(db_connect_timeout=4, db_application_name="items")
+    params = connect_params(build_engine(SUPABASE_TRANSACTION, settings))
+
+    assert params["connect_timeout"] == 4
+    assert params["application_name"] == "items"
+    assert params["client_encoding"] == "utf8"
+    assert params["sslmode"] == "require"
+    assert params["password"] == PASSWORD
+    assert params["user"] == f"postgres.{REF}"
+
+
+def test_loopback_skips_tls_negotiation() -> None:
+    assert connect_params(build_engine(LOCAL_POOLER, make_settings()))["sslmode"] == "disable"
+
+
+def test_sslmode_in_the_url_wins() -> None:
+    engine = build_engine(f"{SUPABASE_TRANSACTION}?sslmode=verify-full", make_settings())
+
+    assert connect_params(engine)["sslmode"] == "verify-full"
+
+
+def test_sslmode_and_root_certificate_settings() -> None:
+    settings = make_settings(db_sslmode="verify-full", db_sslrootcert="/opt/certs/prod-ca.crt")
+    params = connect_params(build_engine(SUPABASE_TRANSACTION, settings))
+
+    assert params["sslmode"] == "verify-full"
+    assert params["sslrootcert"] == "/opt/certs/prod-ca.crt"
+
+
+def test_session_mode_pool_follows_the_connection_budget() -> None:
+    settings = make_settings(db_max_connections=90, db_instances=3, db_uses_data_api=False)
+    engine = build_engine(SUPABASE_SESSION, settings)
+
+    assert isinstance(engine.pool, QueuePool)
+    assert engine.pool.size() == 90 * 80 // 100 // 3
+    assert engine.pool._pre_ping
+
+
+def test_explicit_pool_size_wins() -> None:
+    engine = build_engine(SUPABASE_DIRECT, make_settings(db_pool_size=7, db_max_overflow=2))
+
+    assert isinstance(engine.pool, QueuePool)
+    assert engine.pool.size() == 7
+    assert engine.pool._max_overflow == 2
+
+
+@pytest.mark.parametrize(
+    ("max_connections", "instances", "uses_data_api", "expected"),
+    [
+        (60, 1, True, 24),  # Supabase Micro, Data API in use: 40%
+        (60, 1, False, 48),  # 80% without it
+        (120, 4, True, 12),
+        (90, 7, False, 10),  # 72 // 7, rounded down: never over budget
+        (10, 20, True, 1),  # at least one connection
+    ],
+)
+def test_pool_size_per_instance(
+    max_connections: int, instances: int, uses_data_api: bool, expected: int
+) -> None:
+    assert pool_size_per_instance(max_connections, instances, uses_data_api=uses_data_api) == (
+        expected
+    )

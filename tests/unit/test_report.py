@@ -1,0 +1,35 @@
+"""The connection report's arithmetic; no network."""
+
+from __future__ import annotations
+
+from functions.connections.report import build_report
+
+
+def test_report_totals_and_budgets() -> None:
+    rows = [
+        {"application_name": "items", "state": "idle", "connections": 30},
+        {"application_name": "health", "state": "active", "connections": 12},
+    ]
+
+    report = build_report(100, rows)
+
+    assert report["in_use"] == 42
+    assert report["in_use_percent"] == 42.0
+    assert report["guidance"]["with_data_api"] == {
+        "limit_percent": 40,
+        "limit_connections": 40,
+        "within_limit": False,
+    }
+    assert report["guidance"]["without_data_api"] == {
+        "limit_percent": 80,
+        "limit_connections": 80,
+        "within_limit": True,
+    }
+    assert report["by_application"] == rows
+
+
+def test_empty_usage() -> None:
+    report = build_report(60, [])
+
+    assert report["in_use"] == 0
+    assert report["guidance"]["with_data_api"]["limit_connections"] == 24

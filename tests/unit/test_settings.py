@@ -1,0 +1,55 @@
+"""Settings: defaults, environment, validation; no network."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.settings import ConnectionMode, Settings, get_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "DB_MODE", "DB_CONNECT_TIMEOUT", "AWS_LAMBDA_FUNCTION_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+
+
+def test_defaults_are_safe_for_a_transaction_pooler() -> None:
+    settings = Settings(_env_file=None)
+
+    assert settings.db_mode is ConnectionMode.AUTO
+    assert settings.db_connect_timeout <= 5
+    assert settings.db_application_name == "local"
+    assert settings.database_url is None
+
+
+def test_environment_is_read_and_the_url_kept_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter2@db:6543/postgres")
+    monkeypatch.setenv("DB_MODE", "session")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "svc-dev-items")
+
+    settings = get_settings()
+
+    assert settings.db_mode is ConnectionMode.SESSION
+    assert settings.db_application_name == "svc-dev-items"
+    assert settings.database_url is not None
+    assert "hunter2" not in repr(settings)
+    assert settings.database_url.get_secret_value().endswith("@db:6543/postgres")
+
+
+def test_settings_are_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = get_settings()
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "9")
+
+    assert get_settings() is first
+    get_settings.cache_clear()
+    assert get_settings().db_connect_timeout == 9
+
+
+@pytest.mark.parametrize("value", ["1", "31", "soon"])
+def test_connect_timeout_is_bounded(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", value)
+
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None)

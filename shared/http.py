@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypedDict
-
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from shared.errors import error_response
+
+if TYPE_CHECKING:  # a Protocol, for type checking only: plain functions do not ship Mangum
+    from mangum.types import LambdaContext
 
 __all__ = ["LambdaEvent", "LambdaResponse", "json_errors", "json_response"]
 

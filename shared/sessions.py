@@ -9,37 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from shared.db import get_engine
 
 __all__ = ["get_read_session", "get_session", "read_session", "session_scope"]
 
 
-@lru_cache(maxsize=1)
-def _session_factory() -> sessionmaker[Session]:
-    return sessionmaker(bind=get_engine(), expire_on_commit=False)
-
-
-@lru_cache(maxsize=1)
-def _read_session_factory() -> sessionmaker[Session]:
-    autocommit_engine = get_engine().execution_options(isolation_level="AUTOCOMMIT")
-    return sessionmaker(bind=autocommit_engine, expire_on_commit=False)
-
-
 @contextmanager
 def session_scope() -> Iterator[Session]:
     """A read-write unit of work: committed on success, rolled back on any error."""
-    with _session_factory().begin() as session:
+    with Session(get_engine(), expire_on_commit=False) as session, session.begin():
         yield session
 
 
 @contextmanager
 def read_session() -> Iterator[Session]:
     """A session in autocommit, for requests that run a single SELECT: no BEGIN/COMMIT."""
-    with _read_session_factory()() as session:
+    autocommit = get_engine().execution_options(isolation_level="AUTOCOMMIT")
+    with Session(autocommit, expire_on_commit=False) as session:
         yield session
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from sqlalchemy import text
 
 from shared.db import autocommit_connection
 from shared.http import LambdaEvent, LambdaResponse, json_errors, json_response
 from shared.logs import logger
+
+if TYPE_CHECKING:  # a Protocol, for type checking only: no Mangum in this function's zip
+    from mangum.types import LambdaContext
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

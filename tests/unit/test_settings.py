@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
@@ -10,8 +12,9 @@ from shared.settings import ConnectionMode, Settings, get_settings
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DATABASE_URL", "DB_MODE", "DB_CONNECT_TIMEOUT", "AWS_LAMBDA_FUNCTION_NAME"):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith(("DB_", "DATABASE_", "DIRECT_DATABASE_", "AWS_LAMBDA_")):
+            monkeypatch.delenv(name)
     get_settings.cache_clear()
 
 

@@ -1,0 +1,66 @@
+# `make dev` serves every function on http://localhost:3000 from a local Postgres behind
+# PgBouncer in transaction mode; `make test` proves the data layer against the same stack.
+# CI runs `make test` unchanged (.ci/run).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+# A uv on PATH that runs here, or one bootstrapped into .tools/ (pyenv shims may not run).
+UV := $(shell uv --version >/dev/null 2>&1 && command -v uv || echo .tools/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: help install dev test lint fmt migrate stack-up stack-down clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+install: .venv/.synced node_modules/.package-lock.json ## Install Python and npm dependencies
+
+dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :3000
+	$(RUN) python -m infra.dev
+
+test: install lint ## Lint, then unit, integration and end-to-end tests
+	$(RUN) pytest
+
+lint: install ## ruff and mypy (strict)
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+fmt: install ## Format and fix what ruff can
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+migrate: install ## Apply migrations (DIRECT_DATABASE_URL, or the local stack's)
+	DIRECT_DATABASE_URL="$${DIRECT_DATABASE_URL:-$$($(RUN) python -m infra.local_stack url --direct)}" \
+		$(RUN) alembic upgrade head
+
+stack-up: install ## Start only the local Postgres + PgBouncer
+	$(RUN) python -m infra.local_stack start
+
+stack-down: install ## Stop the local Postgres + PgBouncer
+	$(RUN) python -m infra.local_stack stop
+
+clean: ## Remove installed dependencies and local state (stop the stack first)
+	rm -rf .venv .tools node_modules .local .serverless .mypy_cache .ruff_cache .pytest_cache
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || $(call apt_or_explain,nodejs npm,npm)
+	npm ci --no-audit --no-fund --loglevel=error
+
+.tools/bin/uv:
+	@python3 -c 'import ensurepip' 2>/dev/null || $(call apt_or_explain,python3-venv,python3-venv)
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# Install Debian packages when root with apt-get, else stop with the command to run.
+define apt_or_explain
+{ if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); \
+  else echo "$(2) is missing: run 'sudo apt-get install -y $(1)' (macOS: 'brew install node python')" >&2; exit 1; fi; }
+endef

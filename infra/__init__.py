@@ -1,0 +1,1 @@
+"""What provisions things: the local Postgres + pooler stack, migrations, deployment pieces."""

@@ -1,0 +1,79 @@
+"""Run `serverless offline` (osls + serverless-offline) for `make dev` and the e2e tests.
+
+The functions run in the project's virtualenv (serverless-offline picks `python3` from
+VIRTUAL_ENV) and read DATABASE_URL from the environment it inherits, so the URL never has to
+be written into serverless.yml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SERVERLESS = PROJECT_ROOT / "node_modules" / ".bin" / "serverless"
+VENV = PROJECT_ROOT / ".venv"
+STOP_TIMEOUT_S = 10.0
+
+
+def offline_environment(database_url: str, http_port: int, lambda_port: int) -> dict[str, str]:
+    """The environment the functions see: ours, plus the database URL and the venv."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "HTTP_PORT": str(http_port),
+        "LAMBDA_PORT": str(lambda_port),
+        "VIRTUAL_ENV": str(VENV),
+        "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+
+
+def start_offline(database_url: str, http_port: int, lambda_port: int) -> subprocess.Popen[bytes]:
+    """Start serverless offline in its own process group, so it can be stopped as a whole."""
+    if not SERVERLESS.exists():
+        raise FileNotFoundError(f"{SERVERLESS} is missing: run `npm ci` (or `make install`)")
+    return subprocess.Popen(
+        [str(SERVERLESS), "offline", "start", "--stage", "dev"],
+        cwd=PROJECT_ROOT,
+        env=offline_environment(database_url, http_port, lambda_port),
+        start_new_session=True,
+    )
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Poll `url` until it answers (any HTTP status), the process dies, or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serverless offline exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # an HTTP error status still means it is serving
+        except OSError:
+            time.sleep(0.25)
+    raise TimeoutError(f"serverless offline did not answer {url} within {timeout_s:.0f} s")
+
+
+def stop_offline(process: subprocess.Popen[bytes]) -> None:
+    """SIGINT the whole group (after SIGTERM its Python children linger), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+    # Handler processes serverless-offline started may outlive it in the same group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,87 @@
+"""Every route over HTTP through `serverless offline`, as API Gateway would call them."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def declared_routes() -> set[str]:
+    """The routes serverless.yml declares, as 'METHOD /path'."""
+    config = yaml.safe_load((ROOT / "serverless.yml").read_text())
+    return {
+        event["httpApi"]
+        for function in config["functions"].values()
+        for event in function["events"]
+    }
+
+
+def test_serverless_yml_declares_exactly_the_sample_routes() -> None:
+    assert declared_routes() == {
+        "GET /health",
+        "GET /connections",
+        "POST /items",
+        "GET /items",
+        "GET /items/{item_id}",
+        "PATCH /items/{item_id}",
+        "DELETE /items/{item_id}",
+    }
+
+
+def test_health(api: httpx.Client) -> None:
+    response = api.get("/health")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "reachable"}
+
+
+def test_items_crud_over_http(api: httpx.Client) -> None:
+    sku = f"E2E-{uuid.uuid4().hex[:10]}"
+
+    created = api.post("/items", json={"sku": sku, "name": "Teapot", "quantity": 2})
+    item_id = created.json()["id"]
+    listed = api.get("/items", params={"after": item_id - 1, "limit": 1})
+    patched = api.patch(f"/items/{item_id}", json={"name": "Big teapot"})
+    deleted = api.delete(f"/items/{item_id}")
+    missing = api.get(f"/items/{item_id}")
+
+    assert created.status_code == 201
+    assert listed.json()["items"] == [created.json()]
+    assert patched.json()["name"] == "Big teapot"
+    assert deleted.status_code == 204
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+
+
+def test_bad_input_over_http(api: httpx.Client) -> None:
+    malformed = api.post(
+        "/items", content=b'{"sku": ', headers={"content-type": "application/json"}
+    )
+    wrong_type = api.post("/items", json={"sku": "x1", "name": "n", "quantity": "many"})
+    too_big_page = api.get("/items", params={"limit": 1000})
+
+    assert malformed.status_code == 400
+    assert malformed.json()["code"] == "malformed_json"
+    assert wrong_type.status_code == 422
+    assert too_big_page.status_code == 422
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("PUT", "/items/1")])
+def test_routes_not_in_serverless_yml_are_not_served(
+    api: httpx.Client, method: str, path: str
+) -> None:
+    assert api.request(method, path).status_code in {403, 404, 405}
+
+
+def test_connection_monitor_over_http(api: httpx.Client) -> None:
+    report = api.get("/connections").json()
+
+    assert report["max_connections"] > 0
+    assert report["in_use"] >= 1
+    assert {"with_data_api", "without_data_api"} == set(report["guidance"])

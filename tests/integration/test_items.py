@@ -1,0 +1,176 @@
+"""The items function, invoked as Lambda invokes it, against Postgres through the pooler."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from functions.items.handler import handler
+from shared.db import autocommit_connection
+from shared.models import Item
+from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
+
+
+def invoke(event: dict[str, Any]) -> dict[str, Any]:
+    return handler(event, LambdaTestContext())
+
+
+def new_sku() -> str:
+    return f"SKU-{uuid.uuid4().hex[:12]}"
+
+
+def item_count() -> int:
+    with autocommit_connection() as conn:
+        return conn.execute(select(func.count()).select_from(Item)).scalar_one()
+
+
+def create(sku: str, name: str = "Blue mug", quantity: int = 3) -> dict[str, Any]:
+    response = invoke(
+        http_event("post_items", body={"sku": sku, "name": name, "quantity": quantity})
+    )
+    assert response["statusCode"] == 201, response
+    created: dict[str, Any] = body_of(response)
+    return created
+
+
+def test_create_read_update_delete_round_trip() -> None:
+    sku = new_sku()
+    created = create(sku)
+    item_path = f"/items/{created['id']}"
+
+    read = invoke(http_event("get_item", path=item_path))
+    updated = invoke(http_event("patch_item", path=item_path, body={"quantity": 9}))
+    deleted = invoke(http_event("delete_item", path=item_path))
+    gone = invoke(http_event("get_item", path=item_path))
+
+    assert created["sku"] == sku
+    assert created["quantity"] == 3
+    assert created["created_at"]
+    assert body_of(read) == created
+    assert body_of(updated)["quantity"] == 9
+    assert body_of(updated)["updated_at"] >= created["updated_at"]
+    assert deleted["statusCode"] == 204
+    assert gone["statusCode"] == 404
+    assert body_of(gone) == {"code": "not_found", "message": f"Item {created['id']} not found"}
+
+
+def test_duplicate_sku_is_409_and_writes_nothing() -> None:
+    sku = new_sku()
+    create(sku)
+    before = item_count()
+
+    response = invoke(http_event("post_items", body={"sku": sku, "name": "Other"}))
+
+    assert response["statusCode"] == 409
+    assert body_of(response)["code"] == "conflict"
+    assert item_count() == before
+
+
+def test_update_to_a_taken_sku_is_409_and_changes_nothing() -> None:
+    first, second = create(new_sku()), create(new_sku())
+
+    response = invoke(
+        http_event("patch_item", path=f"/items/{second['id']}", body={"sku": first["sku"]})
+    )
+    unchanged = body_of(invoke(http_event("get_item", path=f"/items/{second['id']}")))
+
+    assert response["statusCode"] == 409
+    assert unchanged == second
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"sku": "ok-1", "name": "x", "quantity": "3"}, "quantity"),  # string, not integer
+        ({"sku": "ok-1", "name": "x", "quantity": -1}, "quantity"),
+        ({"sku": "ok-1", "name": "x", "quantity": 2**31}, "quantity"),
+        ({"sku": "has space", "name": "x"}, "sku"),
+        ({"sku": "ok-1", "name": ""}, "name"),
+        ({"sku": "ok-1", "name": "x" * 201}, "name"),
+        ({"name": "x"}, "sku"),
+        ({"sku": "ok-1", "name": "x", "price": 3}, "price"),
+    ],
+)
+def test_invalid_create_is_422_and_writes_nothing(body: dict[str, Any], field: str) -> None:
+    before = item_count()
+
+    response = invoke(http_event("post_items", body=body))
+
+    assert response["statusCode"] == 422
+    error = body_of(response)
+    assert error["code"] == "validation_error"
+    assert [detail["loc"][-1] for detail in error["details"]] == [field]
+    assert item_count() == before
+
+
+@pytest.mark.parametrize("raw_body", ['{"sku": "x",', "not json", "[1, 2"])
+def test_malformed_json_is_400_and_writes_nothing(raw_body: str) -> None:
+    before = item_count()
+
+    response = invoke(http_event("post_items", raw_body=raw_body))
+
+    assert response["statusCode"] == 400
+    assert body_of(response)["code"] == "malformed_json"
+    assert item_count() == before
+
+
+@pytest.mark.parametrize("body", [{}, {"name": None}, {"quantity": "5"}, {"color": "red"}])
+def test_invalid_update_is_422_and_changes_nothing(body: dict[str, Any]) -> None:
+    created = create(new_sku())
+
+    response = invoke(http_event("patch_item", path=f"/items/{created['id']}", body=body))
+    unchanged = body_of(invoke(http_event("get_item", path=f"/items/{created['id']}")))
+
+    assert response["statusCode"] == 422
+    assert unchanged == created
+
+
+@pytest.mark.parametrize("path", ["/items/0", "/items/abc", "/items/99999999999999999999"])
+def test_invalid_item_id_is_422(path: str) -> None:
+    response = invoke(http_event("get_item", path=path))
+
+    assert response["statusCode"] == 422
+    assert body_of(response)["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("name", ["patch_item", "delete_item"])
+def test_missing_item_is_404(name: str) -> None:
+    body = {"quantity": 1} if name == "patch_item" else None
+    response = invoke(http_event(name, path="/items/987654321", body=body))
+
+    assert response["statusCode"] == 404
+
+
+def test_pages_walk_the_items_in_id_order() -> None:
+    created = [create(new_sku(), name=f"page item {n}") for n in range(5)]
+    after = created[0]["id"] - 1
+
+    pages = []
+    for _ in range(3):
+        page = body_of(invoke(http_event("get_items", query=f"limit=2&after={after}")))
+        pages.append([item["id"] for item in page["items"]])
+        after = page["next_after"]
+
+    ids = [item["id"] for item in created]
+    assert pages == [ids[0:2], ids[2:4], ids[4:5]]
+    assert after is None
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten", "after=-1"])
+def test_page_bounds_are_enforced(query: str) -> None:
+    response = invoke(http_event("get_items", query=query))
+
+    assert response["statusCode"] == 422
+    assert body_of(response)["code"] == "validation_error"
+
+
+def test_unknown_route_is_json_404() -> None:
+    event = http_event("get_items", path="/nothing-here")
+
+    response = invoke(event)
+
+    assert response["statusCode"] == 404
+    assert body_of(response)["code"] == "not_found"

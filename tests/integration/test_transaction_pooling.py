@@ -1,0 +1,116 @@
+"""The proof that the data layer is safe under a transaction-mode pooler, with its control.
+
+Many clients share few server connections through PgBouncer (pool_mode=transaction). Each
+client runs its own parameterised query many times and checks every answer. Two query shapes
+share the same text length but not the same meaning, so a client that runs another client's
+prepared statement gets a detectably wrong answer instead of a right one by luck.
+
+The control runs the same workload with psycopg's defaults and must break: if it ever stops
+breaking, the harness is no longer a real transaction pooler and this module fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pytest
+from sqlalchemy import Engine, TextClause, create_engine, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
+
+from infra.local_stack import LocalStack
+from shared.db import build_engine
+from shared.settings import get_settings
+from tests.fixtures.stack import TEST_POOL_SIZE
+
+CLIENTS = 8
+REQUESTS_PER_CLIENT = 20
+# psycopg prepares a statement on its 6th execution on one connection.
+STATEMENTS_PER_REQUEST = 6
+
+QUERIES: tuple[tuple[TextClause, Callable[[int], int]], ...] = (
+    (text("SELECT CAST(:n AS integer) + 1000 AS answer"), lambda n: n + 1000),
+    (text("SELECT CAST(:n AS integer) * 1000 AS answer"), lambda n: n * 1000),
+)
+
+
+@dataclass
+class Outcome:
+    """What the clients saw: answers checked, wrong answers, and errors by message."""
+
+    answers: int = 0
+    wrong_answers: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def run_workload(engine: Engine, statements_per_request: int) -> Outcome:
+    """CLIENTS threads, each making REQUESTS_PER_CLIENT transactions of its own query."""
+    outcome = Outcome()
+
+    def client(number: int) -> None:
+        query, expected = QUERIES[number % len(QUERIES)]
+        for request in range(REQUESTS_PER_CLIENT):
+            n = number * 1000 + request
+            try:
+                with engine.begin() as conn:
+                    for _ in range(statements_per_request):
+                        answer = conn.execute(query, {"n": n}).scalar_one()
+                        outcome.answers += 1
+                        if answer != expected(n):
+                            outcome.wrong_answers += 1
+            except DBAPIError as exc:
+                outcome.errors.append(str(exc.orig).splitlines()[0])
+
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        list(pool.map(client, range(CLIENTS)))
+    return outcome
+
+
+def test_clients_outnumber_server_connections() -> None:
+    assert CLIENTS > TEST_POOL_SIZE
+
+
+@pytest.mark.parametrize("statements_per_request", [1, STATEMENTS_PER_REQUEST])
+def test_project_engine_is_safe_under_transaction_pooling(
+    stack: LocalStack, statements_per_request: int
+) -> None:
+    engine = build_engine(stack.pooler_url(), get_settings())
+
+    outcome = run_workload(engine, statements_per_request)
+
+    assert outcome.errors == []
+    assert outcome.wrong_answers == 0
+    assert outcome.answers == CLIENTS * REQUESTS_PER_CLIENT * statements_per_request
+
+
+ControlEngine = Callable[[str], Engine]
+CONTROLS: dict[str, tuple[ControlEngine, int]] = {
+    # A shared engine with SQLAlchemy's default pool and psycopg's defaults.
+    "default-pool": (
+        lambda url: create_engine(url.replace("postgresql://", "postgresql+psycopg://")),
+        1,
+    ),
+    # NullPool alone: a request that repeats a statement leaves it prepared on the server.
+    "nullpool-only": (
+        lambda url: create_engine(
+            url.replace("postgresql://", "postgresql+psycopg://"), poolclass=NullPool
+        ),
+        STATEMENTS_PER_REQUEST,
+    ),
+}
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+def test_control_psycopg_defaults_break_through_the_pooler(stack: LocalStack, control: str) -> None:
+    make_engine, statements_per_request = CONTROLS[control]
+    engine = make_engine(stack.pooler_url())
+
+    outcome = run_workload(engine, statements_per_request)
+    engine.dispose()
+
+    prepared_statement_errors = [e for e in outcome.errors if "prepared statement" in e]
+    assert prepared_statement_errors or outcome.wrong_answers, (
+        "psycopg's defaults did not break: the harness is not a real transaction pooler"
+    )

@@ -38,9 +38,10 @@ pay for importing the ORM at cold start.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
@@ -49,6 +50,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from shared.errors import DatabaseConfigError
+from shared.secrets import fetch_database_url
 from shared.settings import ConnectionMode, Settings, get_settings
 
 __all__ = [
@@ -64,7 +66,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
-TRANSACTION_POOLER_PORTS = frozenset({6543, 6432})  # Supavisor, PgBouncer's default
+# What poolers and Postgres say to a wrong password; libpq gives no SQLSTATE at connect time.
+AUTH_FAILURE = re.compile(r"authentication failed|password", re.IGNORECASE)
 
 
 def to_sqlalchemy_url(raw: str) -> URL:
@@ -158,13 +161,44 @@ def build_engine(
     return engine
 
 
+def _connect_refreshing_secret(
+    secret_arn: str,
+    refreshed: dict[str, Any],
+    dialect: Any,
+    _record: Any,
+    cargs: Any,
+    cparams: dict[str, Any],
+) -> Any:
+    """Connect; after a failed login, re-read the secret once and retry with its credentials.
+
+    A rotated password then costs one extra secret read, not a failed request. The fresh
+    credentials are kept in `refreshed` and used by every later connection of the process.
+    """
+    cparams.update(refreshed)
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except dialect.loaded_dbapi.OperationalError as exc:
+        if not AUTH_FAILURE.search(str(exc)):
+            raise
+    fresh = to_sqlalchemy_url(fetch_database_url(secret_arn, refresh=True))
+    refreshed.update(user=fresh.username, password=fresh.password)
+    cparams.update(refreshed)
+    logger.info("database credentials refreshed from the secret after a failed login")
+    return dialect.connect(*cargs, **cparams)
+
+
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
     """The process's one engine, built on first use and reused by warm invocations."""
     settings = get_settings()
-    if settings.database_url is None:
-        raise DatabaseConfigError("DATABASE_URL is not set")
-    return build_engine(settings.database_url.get_secret_value(), settings, settings.db_mode)
+    if settings.database_url is not None:
+        return build_engine(settings.database_url.get_secret_value(), settings, settings.db_mode)
+    if settings.database_secret_arn is not None:
+        secret_arn = settings.database_secret_arn
+        engine = build_engine(fetch_database_url(secret_arn), settings, settings.db_mode)
+        event.listen(engine, "do_connect", partial(_connect_refreshing_secret, secret_arn, {}))
+        return engine
+    raise DatabaseConfigError("Set DATABASE_URL (or DATABASE_SECRET_ARN when deployed)")
 
 
 @contextmanager

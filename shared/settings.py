@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = None
     """The pooler URL (transaction mode) exactly as the Supabase dashboard gives it."""
 
+    database_secret_arn: str | None = None
+    """Deployed: the Secrets Manager secret holding that URL, read at runtime on first use."""
+
     direct_database_url: SecretStr | None = None
     """Session-mode or direct URL, for migrations; never the transaction pooler."""
 

@@ -1,0 +1,142 @@
+"""The database URL from AWS Secrets Manager (emulated by moto), used through the pooler.
+
+Functions get only the secret's ARN. They read it on first use, keep it across warm
+invocations, and after a failed login read it once more and retry, so a rotated password
+costs no failed request. A missing or malformed secret is a 503 that never shows the secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.parameters.base import clear_caches
+from moto import mock_aws
+
+from functions.health.handler import handler as health_handler
+from infra.local_stack import LocalStack
+from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
+from tests.fixtures.stack import TEST_PASSWORD, reset_caches
+
+REGION = "eu-central-1"
+WRONG_PASSWORD = "rotated-away-hunter2"
+
+
+class Secrets:
+    """A secret in moto's Secrets Manager, and the functions' environment pointing at it."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.client = boto3.client("secretsmanager", region_name=REGION)
+        self.monkeypatch = monkeypatch
+
+    def use(self, value: str) -> str:
+        arn: str = self.client.create_secret(Name="app/test/database-url", SecretString=value)[
+            "ARN"
+        ]
+        self.monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+        reset_caches()
+        return arn
+
+    def rotate(self, arn: str, value: str) -> None:
+        self.client.put_secret_value(SecretId=arn, SecretString=value)
+
+    def delete(self, arn: str) -> None:
+        self.client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+
+
+@pytest.fixture
+def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
+    """Moto's Secrets Manager, DATABASE_URL unset, fresh caches before and after."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DATABASE_URL")
+    clear_caches()
+    with mock_aws():
+        yield Secrets(monkeypatch)
+    monkeypatch.undo()
+    clear_caches()
+    reset_caches()
+
+
+def pooler_url(stack: LocalStack, password: str) -> str:
+    return stack.pooler_url().replace(quote(TEST_PASSWORD, safe=""), quote(password, safe=""))
+
+
+def health() -> dict[str, Any]:
+    return dict(health_handler(http_event("get_health"), LambdaTestContext()))
+
+
+@pytest.mark.parametrize("shape", ["url", "json-url", "rds-json"])
+def test_url_is_read_from_the_secret_and_kept_across_invocations(
+    stack: LocalStack, secrets: Secrets, shape: str
+) -> None:
+    url = stack.pooler_url()
+    value = {
+        "url": url,
+        "json-url": f'{{"url": "{url}"}}',
+        "rds-json": (
+            f'{{"username": "postgres", "password": "{TEST_PASSWORD}", "host": "127.0.0.1",'
+            f' "port": {stack.config.pooler_port}, "dbname": "postgres"}}'
+        ),
+    }[shape]
+    arn = secrets.use(value)
+
+    first = health()
+    secrets.delete(arn)  # a warm invocation must not need the secret again
+    second = health()
+
+    assert first["statusCode"] == 200
+    assert second["statusCode"] == 200
+
+
+def test_rotated_password_costs_no_failed_request(stack: LocalStack, secrets: Secrets) -> None:
+    arn = secrets.use(pooler_url(stack, WRONG_PASSWORD))
+    stale = health()  # control: the stale password really fails through the pooler
+
+    secrets.rotate(arn, stack.pooler_url())
+    after_rotation = health()
+    secrets.delete(arn)
+    next_invocation = health()  # the refreshed credentials were kept
+
+    assert stale["statusCode"] == 503
+    assert after_rotation["statusCode"] == 200
+    assert next_invocation["statusCode"] == 200
+
+
+@pytest.mark.parametrize(
+    "value", [WRONG_PASSWORD, f'{{"username": "postgres", "password": "{WRONG_PASSWORD}"']
+)
+def test_malformed_secret_is_503_without_the_secret_text(
+    secrets: Secrets, capfd: pytest.CaptureFixture[str], value: str
+) -> None:
+    secrets.use(value)
+
+    response = health()
+    output = "".join(capfd.readouterr())
+
+    assert response["statusCode"] == 503
+    assert response["headers"]["Retry-After"]
+    assert body_of(response)["code"] == "service_unavailable"
+    assert WRONG_PASSWORD not in response["body"]
+    assert WRONG_PASSWORD not in output
+
+
+def test_missing_secret_is_503(
+    secrets: Secrets, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    arn = secrets.use("placeholder")
+    secrets.delete(arn)
+
+    response = health()
+    output = "".join(capfd.readouterr())
+
+    assert response["statusCode"] == 503
+    assert body_of(response)["message"] == "The database secret cannot be read"
+    assert "Traceback" not in output

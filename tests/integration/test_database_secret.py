@@ -57,11 +57,11 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("DATABASE_URL")
-    clear_caches()
+    clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
     with mock_aws():
         yield Secrets(monkeypatch)
     monkeypatch.undo()
-    clear_caches()
+    clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
     reset_caches()
 
 

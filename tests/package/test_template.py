@@ -1,0 +1,142 @@
+"""`serverless package` offline, and what the CloudFormation template it writes grants.
+
+No AWS account is reachable: the command must package with no credentials and no network,
+cfn-lint must pass on the template, the functions may read only their one secret, and no
+database URL may appear anywhere in the template.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"
+SUPABASE_MICRO_POOLER_CLIENTS = 200
+# The only finding, on every route: the framework adds a DependsOn that a Ref already implies.
+FRAMEWORK_FINDINGS = ["W3005"]
+
+
+@pytest.fixture(scope="module")
+def template(
+    zips_arm64: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The template `serverless package --stage ci` writes, with no AWS credentials."""
+    output = tmp_path_factory.mktemp("serverless-package")
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("AWS_") and name != "DATABASE_URL"
+    }
+    env |= {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    done = subprocess.run(
+        [str(SERVERLESS), "package", "--stage", "ci", "--package", str(output)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    path = output / "cloudformation-template-update-stack.json"
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    loaded["__path__"] = str(path)
+    return loaded
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {
+        name: resource["Properties"]
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == kind
+    }
+
+
+def statements(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for role in resources(template, "AWS::IAM::Role").values():
+        for policy in role.get("Policies", []):
+            yield from policy["PolicyDocument"]["Statement"]
+
+
+def test_cfn_lint_passes(template: dict[str, Any]) -> None:
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--ignore-checks",
+            *FRAMEWORK_FINDINGS,
+            "--",
+            template["__path__"],
+        ],
+        capture_output=True,
+        text=True,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_functions_may_read_only_their_one_secret(template: dict[str, Any]) -> None:
+    granted = [s for s in statements(template) if "secretsmanager" in json.dumps(s["Action"])]
+
+    assert granted == [
+        {
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": {"Ref": "DatabaseUrlSecret"},
+        }
+    ]
+    for statement in statements(template):
+        assert statement["Resource"] != "*"
+        assert "*" not in json.dumps(statement["Action"])
+    secret_types = {
+        r["Type"] for name, r in template["Resources"].items() if name == "DatabaseUrlSecret"
+    }
+    assert secret_types == {"AWS::SecretsManager::Secret"}
+
+
+def test_functions_get_the_secret_arn_never_a_url(template: dict[str, Any]) -> None:
+    functions = resources(template, "AWS::Lambda::Function")
+    text = json.dumps(template["Resources"])
+
+    assert functions
+    for function in functions.values():
+        variables = function["Environment"]["Variables"]
+        assert variables["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseUrlSecret"}
+        assert not {"DATABASE_URL", "DIRECT_DATABASE_URL"} & set(variables)
+    for forbidden in ("postgres://", "postgresql://", '"SecretString"'):
+        assert forbidden not in text
+
+
+def test_functions_fit_the_timeouts_the_runtime_and_the_pooler(
+    template: dict[str, Any],
+) -> None:
+    functions = resources(template, "AWS::Lambda::Function").values()
+    defaults = Settings(_env_file=None)
+    runtime = f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+    for function in functions:
+        variables = function["Environment"]["Variables"]
+        connect_s = int(variables.get("DB_CONNECT_TIMEOUT", defaults.db_connect_timeout))
+        statement_s = (
+            int(variables.get("DB_STATEMENT_TIMEOUT_MS", defaults.db_statement_timeout_ms)) / 1000
+        )
+        assert function["Timeout"] > connect_s + statement_s
+        assert function["Runtime"] == runtime  # the tests run on the Lambda runtime's Python
+        assert function["Architectures"] == ["arm64"]
+        assert function["ReservedConcurrentExecutions"] >= 1
+    assert sum(f["ReservedConcurrentExecutions"] for f in functions) < SUPABASE_MICRO_POOLER_CLIENTS
+
+
+def test_every_route_has_its_log_retention(template: dict[str, Any]) -> None:
+    log_groups = resources(template, "AWS::Logs::LogGroup")
+
+    assert len(log_groups) == len(resources(template, "AWS::Lambda::Function"))
+    assert all(group["RetentionInDays"] > 0 for group in log_groups.values())

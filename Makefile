@@ -9,8 +9,15 @@ UV_VERSION := 0.13.9
 # A uv on PATH that runs here, or one bootstrapped into .tools/ (pyenv shims may not run).
 UV := $(shell uv --version >/dev/null 2>&1 && command -v uv || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
+SERVERLESS := node_modules/.bin/serverless
 
-.PHONY: help install dev test lint fmt migrate stack-up stack-down clean
+# Deploying: `make deploy STAGE=dev`; ARCH must match provider.architecture (arm64 by default).
+STAGE ?=
+ARCH ?= $(or $(LAMBDA_ARCHITECTURE),arm64)
+export LAMBDA_ARCHITECTURE := $(ARCH)
+require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
+
+.PHONY: help install dev test lint fmt migrate stack-up stack-down package deploy secret remove clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -32,9 +39,13 @@ fmt: install ## Format and fix what ruff can
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-migrate: install ## Apply migrations (DIRECT_DATABASE_URL, or the local stack's)
+migrate: install ## Apply migrations: local stack, DIRECT_DATABASE_URL, or STAGE's direct secret
+ifdef STAGE
+	$(RUN) python -m infra.stage migrate --stage $(STAGE)
+else
 	DIRECT_DATABASE_URL="$${DIRECT_DATABASE_URL:-$$($(RUN) python -m infra.local_stack url --direct)}" \
 		$(RUN) alembic upgrade head
+endif
 
 stack-up: install ## Start only the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack start
@@ -42,8 +53,26 @@ stack-up: install ## Start only the local Postgres + PgBouncer
 stack-down: install ## Stop the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack stop
 
+package: install ## Build the Lambda zips and package the stack offline: STAGE=dev [ARCH=x86_64]
+	$(require_stage)
+	$(RUN) python -m infra.package --arch $(ARCH)
+	$(SERVERLESS) package --stage $(STAGE)
+
+deploy: install ## Build the zips and deploy: make deploy STAGE=dev [ARCH=x86_64]
+	$(require_stage)
+	$(RUN) python -m infra.package --arch $(ARCH)
+	$(SERVERLESS) deploy --stage $(STAGE)
+
+secret: install ## Store the pooler URL (or SECRET=direct: the migrations' URL) for STAGE
+	$(require_stage)
+	$(RUN) python -m infra.stage secret --stage $(STAGE) $(if $(filter direct,$(SECRET)),--direct)
+
+remove: install ## Delete the stage's stack, secrets included: make remove STAGE=dev
+	$(require_stage)
+	$(SERVERLESS) remove --stage $(STAGE)
+
 clean: ## Remove installed dependencies and local state (stop the stack first)
-	rm -rf .venv .tools node_modules .local .serverless .mypy_cache .ruff_cache .pytest_cache
+	rm -rf .venv .tools node_modules .local .serverless dist .mypy_cache .ruff_cache .pytest_cache
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen

@@ -10,23 +10,13 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from types import FrameType
 
-from alembic import command
-from alembic.config import Config
-
 from infra import local_stack
+from infra.migrate import upgrade
 from infra.offline import start_offline, stop_offline
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 logger = logging.getLogger("dev")
-
-
-def migrate(direct_url: str) -> None:
-    """Apply the migrations over the direct URL, as `make migrate` does."""
-    os.environ["DIRECT_DATABASE_URL"] = direct_url
-    command.upgrade(Config(toml_file=str(PROJECT_ROOT / "pyproject.toml")), "head")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -42,7 +32,7 @@ def main() -> int:
     config = local_stack.config_from_env()
     try:
         stack = local_stack.start(config)
-        migrate(stack.direct_url())
+        upgrade(stack.direct_url())
         process = start_offline(stack.pooler_url(), http_port, lambda_port)
         logger.info("serving on http://localhost:%d (Ctrl-C stops everything)", http_port)
         try:

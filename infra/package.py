@@ -52,6 +52,7 @@ class Function:
 class Service:
     """What the build needs from serverless.yml."""
 
+    name: str
     python_version: str
     functions: tuple[Function, ...]
 
@@ -69,7 +70,9 @@ def read_service(config_file: Path = PROJECT_ROOT / "serverless.yml") -> Service
         )
         for name, spec in config["functions"].items()
     )
-    return Service(python_version=runtime.removeprefix("python"), functions=functions)
+    return Service(
+        name=config["service"], python_version=runtime.removeprefix("python"), functions=functions
+    )
 
 
 def _uv(*args: str) -> str:

@@ -180,7 +180,7 @@ def _connect_refreshing_secret(
     except dialect.loaded_dbapi.OperationalError as exc:
         if not AUTH_FAILURE.search(str(exc)):
             raise
-    fresh = to_sqlalchemy_url(fetch_database_url(secret_arn, refresh=True))
+    fresh = to_sqlalchemy_url(fetch_database_url(secret_arn))
     refreshed.update(user=fresh.username, password=fresh.password)
     cparams.update(refreshed)
     logger.info("database credentials refreshed from the secret after a failed login")

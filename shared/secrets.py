@@ -21,9 +21,6 @@ __all__ = ["fetch_database_url"]
 
 logger = logging.getLogger(__name__)
 
-CACHE_SECONDS = 24 * 3600
-"""Warm invocations reuse the value; a failed login forces a fresh read instead."""
-
 
 def _url_from_rds_fields(fields: dict[str, Any]) -> str:
     user = quote(str(fields["username"]), safe="")
@@ -50,17 +47,22 @@ def parse_secret(secret: str) -> str:
         raise DatabaseConfigError("The database secret is malformed") from None
 
 
-def fetch_database_url(secret_id: str, *, refresh: bool = False) -> str:
-    """Read the URL from the secret (cached per process unless `refresh`)."""
+def fetch_database_url(secret_id: str) -> str:
+    """Read the URL from the secret, always fresh.
+
+    Callers keep what they read: `shared.db` builds the process's engine from it once and reads
+    again only after a failed login. A value that is not usable yet (the stack's placeholder)
+    is never cached, so a warm instance recovers as soon as the secret is set.
+    """
     from aws_lambda_powertools.utilities.parameters import get_secret
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
     try:
-        value = get_secret(secret_id, force_fetch=refresh, max_age=CACHE_SECONDS)
+        value = get_secret(secret_id, force_fetch=True)
     except GetParameterError as exc:
         logger.error("database secret unreadable", extra={"error": type(exc.__context__).__name__})
         raise DatabaseConfigError("The database secret cannot be read") from None
     if not isinstance(value, str) or not value:
         raise DatabaseConfigError("The database secret is empty")
-    logger.info("database secret read", extra={"refresh": refresh})
+    logger.info("database secret read")
     return parse_secret(value)

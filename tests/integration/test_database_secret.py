@@ -128,6 +128,19 @@ def test_malformed_secret_is_503_without_the_secret_text(
     assert WRONG_PASSWORD not in output
 
 
+def test_warm_instance_recovers_once_the_placeholder_is_replaced(
+    stack: LocalStack, secrets: Secrets
+) -> None:
+    arn = secrets.use("GeneratedPlaceholderWithoutAnyUrl")  # as the stack creates it
+
+    before = health()
+    secrets.rotate(arn, stack.pooler_url())  # `make secret STAGE=...`
+    after = health()
+
+    assert before["statusCode"] == 503
+    assert after["statusCode"] == 200
+
+
 def test_missing_secret_is_503(
     secrets: Secrets, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,0 +1,140 @@
+"""Deployed stages: store a database URL in the stage's secret, run migrations over the
+session-mode or direct URL.
+
+    python -m infra.stage secret --stage dev            # transaction-pooler URL, from stdin
+    python -m infra.stage secret --stage dev --direct   # session-mode/direct URL, for migrations
+    python -m infra.stage migrate --stage dev           # DIRECT_DATABASE_URL, else that secret
+
+The secrets themselves are created by the stack (infra/cloudformation/database-secrets.yml),
+so `serverless deploy` must have run once. URLs are read from stdin (a prompt that does not
+echo on a terminal), never from arguments that would land in shell history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import boto3
+
+from infra.migrate import upgrade
+from infra.package import read_service
+from shared.db import detect_mode, to_sqlalchemy_url
+from shared.errors import DatabaseConfigError
+from shared.secrets import parse_secret
+from shared.settings import ConnectionMode
+
+if TYPE_CHECKING:
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+
+SUPAVISOR_TRANSACTION_PORT = 6543
+
+
+class StageError(Exception):
+    """A stage command cannot go on; the message says what to do."""
+
+
+def secret_name(stage: str, *, direct: bool) -> str:
+    """The name the stack gives a stage's secret."""
+    kind = "direct-database-url" if direct else "database-url"
+    return f"{read_service().name}/{stage}/{kind}"
+
+
+def _client() -> SecretsManagerClient:
+    return boto3.client("secretsmanager")
+
+
+def check_url(url: str, *, direct: bool) -> None:
+    """Refuse a URL recognisably wrong for its purpose, without ever echoing it.
+
+    Only what the URL shows for certain is refused: Supavisor's transaction port (6543) for
+    migrations, Supabase's session-mode or direct URL for the functions.
+    """
+    try:
+        parsed = to_sqlalchemy_url(url)
+    except DatabaseConfigError as error:
+        raise StageError(str(error)) from None
+    if direct and parsed.port == SUPAVISOR_TRANSACTION_PORT:
+        raise StageError(
+            "Migrations need the session-mode (port 5432) or direct URL, not the transaction pooler"
+        )
+    if not direct and detect_mode(parsed) is not ConnectionMode.TRANSACTION:
+        raise StageError(
+            "The functions need the transaction-pooler URL (Supabase: port 6543); "
+            "session-mode and direct URLs are for migrations (SECRET=direct)"
+        )
+
+
+def put_secret(stage: str, url: str, *, direct: bool) -> str:
+    """Store the URL as the secret's current value; return the secret's name."""
+    check_url(url, direct=direct)
+    name = secret_name(stage, direct=direct)
+    client = _client()
+    try:
+        client.put_secret_value(SecretId=name, SecretString=url)
+    except client.exceptions.ResourceNotFoundException:
+        raise StageError(
+            f"Secret {name} does not exist: run `make deploy STAGE={stage}` first"
+        ) from None
+    return name
+
+
+def migration_url(stage: str) -> str:
+    """DIRECT_DATABASE_URL when set, else the stage's direct-URL secret."""
+    explicit = os.environ.get("DIRECT_DATABASE_URL")
+    if explicit:
+        return explicit
+    name = secret_name(stage, direct=True)
+    client = _client()
+    try:
+        value = client.get_secret_value(SecretId=name)["SecretString"]
+    except client.exceptions.ResourceNotFoundException:
+        raise StageError(
+            f"Secret {name} does not exist: run `make deploy STAGE={stage}` first"
+        ) from None
+    try:
+        url = parse_secret(value)
+    except DatabaseConfigError:
+        raise StageError(
+            f"Secret {name} holds no URL yet: run `make secret STAGE={stage} SECRET=direct`"
+        ) from None
+    check_url(url, direct=True)
+    return url
+
+
+def migrate(stage: str) -> None:
+    """Upgrade the stage's database to the latest migration."""
+    upgrade(migration_url(stage))
+
+
+def _read_url(prompt: str) -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt).strip()
+    return sys.stdin.readline().strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; errors are one line on stderr and exit code 1."""
+    parser = argparse.ArgumentParser(prog="python -m infra.stage", description=__doc__)
+    parser.add_argument("command", choices=["secret", "migrate"])
+    parser.add_argument("--stage", required=True)
+    parser.add_argument("--direct", action="store_true", help="the migrations' URL")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "secret":
+            kind = "session-mode or direct" if args.direct else "transaction-pooler (port 6543)"
+            name = put_secret(args.stage, _read_url(f"{kind} URL: "), direct=args.direct)
+            sys.stdout.write(f"stored in {name}\n")
+        else:
+            migrate(args.stage)
+    except StageError as error:
+        sys.stderr.write(f"{error}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

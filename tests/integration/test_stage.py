@@ -1,0 +1,112 @@
+"""`make secret` and `make migrate STAGE=...` against moto's Secrets Manager and the local
+stack: URLs go into the stack's secrets, migrations run over the direct URL only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import psycopg
+import pytest
+from moto import mock_aws
+
+from infra.local_stack import LocalStack
+from infra.stage import StageError, main, migrate, put_secret, secret_name
+
+REGION = "eu-central-1"
+STAGE = "ci"
+SUPABASE_POOLER = (
+    "postgres://postgres.ref:{password}@aws-0-eu-central-1.pooler.supabase.com:{port}/postgres"
+)
+
+
+@pytest.fixture
+def stage_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The two empty secrets `serverless deploy` creates for a stage, in moto."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DIRECT_DATABASE_URL", raising=False)
+    with mock_aws():
+        client = boto3.client("secretsmanager")
+        for direct in (False, True):
+            client.create_secret(Name=secret_name(STAGE, direct=direct), SecretString="placeholder")
+        yield
+
+
+def stored(direct: bool) -> str:
+    value: str = boto3.client("secretsmanager").get_secret_value(
+        SecretId=secret_name(STAGE, direct=direct)
+    )["SecretString"]
+    return value
+
+
+def test_pooler_url_is_stored_in_the_functions_secret(stage_secrets: None) -> None:
+    url = SUPABASE_POOLER.format(password="p%40ss", port=6543)
+
+    name = put_secret(STAGE, url, direct=False)
+
+    assert name == f"serverless-python-postgres/{STAGE}/database-url"
+    assert stored(direct=False) == url
+    assert stored(direct=True) == "placeholder"
+
+
+@pytest.mark.parametrize(
+    ("url", "direct"),
+    [
+        (SUPABASE_POOLER.format(password="hunter2", port=6543), True),  # migrations via 6543
+        (SUPABASE_POOLER.format(password="hunter2", port=5432), False),  # functions via 5432
+        ("hunter2 is not a url", False),
+    ],
+)
+def test_urls_that_cannot_serve_their_purpose_are_refused_unechoed(
+    stage_secrets: None, url: str, direct: bool
+) -> None:
+    with pytest.raises(StageError) as caught:
+        put_secret(STAGE, url, direct=direct)
+
+    assert "hunter2" not in str(caught.value)
+    assert stored(direct=direct) == "placeholder"
+
+
+def test_missing_stack_says_to_deploy_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    with mock_aws(), pytest.raises(StageError, match="make deploy STAGE=nowhere"):
+        put_secret("nowhere", SUPABASE_POOLER.format(password="x", port=6543), direct=False)
+
+
+def test_migrate_reads_the_direct_secret_and_upgrades(
+    stage_secrets: None, database: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database.pooler_url())  # must not be used
+    put_secret(STAGE, database.direct_url(), direct=True)
+
+    migrate(STAGE)
+
+    with psycopg.connect(database.direct_url()) as conn:
+        versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert versions == [("0001",)]
+
+
+def test_migrate_refuses_a_transaction_pooler_secret(
+    stage_secrets: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    boto3.client("secretsmanager").put_secret_value(
+        SecretId=secret_name(STAGE, direct=True),
+        SecretString=SUPABASE_POOLER.format(password="hunter2", port=6543),
+    )
+
+    exit_code = main(["migrate", "--stage", STAGE])
+
+    assert exit_code == 1
+    err = capsys.readouterr().err
+    assert "not the transaction pooler" in err
+    assert "hunter2" not in err
+
+
+def test_migrate_before_the_direct_secret_is_set_says_what_to_run(stage_secrets: None) -> None:
+    with pytest.raises(StageError, match=f"make secret STAGE={STAGE} SECRET=direct"):
+        migrate(STAGE)

@@ -14,14 +14,12 @@ from urllib.parse import quote
 import boto3
 import pytest
 from aws_lambda_powertools.utilities.parameters.base import clear_caches
-from moto import mock_aws
 
 from functions.health.handler import handler as health_handler
 from infra.local_stack import LocalStack
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.stack import TEST_PASSWORD, reset_caches
 
-REGION = "eu-central-1"
 WRONG_PASSWORD = "rotated-away-hunter2"
 
 
@@ -29,7 +27,7 @@ class Secrets:
     """A secret in moto's Secrets Manager, and the functions' environment pointing at it."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.client = boto3.client("secretsmanager", region_name=REGION)
+        self.client = boto3.client("secretsmanager")
         self.monkeypatch = monkeypatch
 
     def use(self, value: str) -> str:
@@ -48,20 +46,13 @@ class Secrets:
 
 
 @pytest.fixture
-def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
+def secrets(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
     """Moto's Secrets Manager, DATABASE_URL unset, fresh caches before and after."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
     monkeypatch.delenv("DATABASE_URL")
     clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
-    with mock_aws():
-        yield Secrets(monkeypatch)
+    yield Secrets(monkeypatch)
     monkeypatch.undo()
-    clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
+    clear_caches()  # type: ignore[no-untyped-call]
     reset_caches()
 
 

@@ -3,17 +3,13 @@ stack: URLs go into the stack's secrets, migrations run over the direct URL only
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import boto3
 import psycopg
 import pytest
-from moto import mock_aws
 
 from infra.local_stack import LocalStack
 from infra.stage import StageError, main, migrate, put_secret, secret_name
 
-REGION = "eu-central-1"
 STAGE = "ci"
 SUPABASE_POOLER = (
     "postgres://postgres.ref:{password}@aws-0-eu-central-1.pooler.supabase.com:{port}/postgres"
@@ -21,20 +17,12 @@ SUPABASE_POOLER = (
 
 
 @pytest.fixture
-def stage_secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The two empty secrets `serverless deploy` creates for a stage, in moto."""
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
+def stage_secrets(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two secrets `serverless deploy` creates for a stage, in moto."""
     monkeypatch.delenv("DIRECT_DATABASE_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("secretsmanager")
-        for direct in (False, True):
-            client.create_secret(Name=secret_name(STAGE, direct=direct), SecretString="placeholder")
-        yield
+    client = boto3.client("secretsmanager")
+    for direct in (False, True):
+        client.create_secret(Name=secret_name(STAGE, direct=direct), SecretString="placeholder")
 
 
 def stored(direct: bool) -> str:
@@ -72,9 +60,8 @@ def test_urls_that_cannot_serve_their_purpose_are_refused_unechoed(
     assert stored(direct=direct) == "placeholder"
 
 
-def test_missing_stack_says_to_deploy_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with mock_aws(), pytest.raises(StageError, match="make deploy STAGE=nowhere"):
+def test_missing_stack_says_to_deploy_first(aws: None) -> None:
+    with pytest.raises(StageError, match="make deploy STAGE=nowhere"):
         put_secret("nowhere", SUPABASE_POOLER.format(password="x", port=6543), direct=False)
 
 

@@ -29,6 +29,7 @@ def offline_environment(database_url: str, http_port: int, lambda_port: int) -> 
         "DATABASE_URL": database_url,
         "HTTP_PORT": str(http_port),
         "LAMBDA_PORT": str(lambda_port),
+        "OFFLINE_FROM_SOURCE": "",  # run the source, not the zips (see serverless.yml)
         "VIRTUAL_ENV": str(VENV),
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
     }

@@ -12,8 +12,8 @@ can neither install Linux wheels for another architecture nor ship bytecode. Eac
 - each package's `.dist-info` (SQLAlchemy refuses a psycopg whose version reads 0.0.0.0);
 - no boto3: the Lambda runtime provides it;
 - `.pyc` files compiled by the runtime's Python version with unchecked hashes: Lambda's code
-  directory is read-only, so without them Python compiles every module at every cold start
-  (measured 0.70 s vs 0.31 s to import a FastAPI bundle).
+  directory is read-only, so without them Python compiles every module at every cold start,
+  which more than doubles the import time of a FastAPI function.
 """
 
 from __future__ import annotations

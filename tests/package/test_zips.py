@@ -158,7 +158,9 @@ def invoke_from_zip(
     invoker.write_text(SMOKE_INVOKER)
     base_python = getattr(sys, "_base_executable", sys.executable)
     done = subprocess.run(
-        [base_python, "-S", str(invoker), module, *map(str, events)],
+        # -S: no site-packages; -B: write no bytecode, as on Lambda's read-only task root
+        # (where root, running these tests, would ignore the folder's permissions).
+        [base_python, "-S", "-B", str(invoker), module, *map(str, events)],
         cwd=task_root,
         env={
             "PATH": "/usr/bin:/bin",

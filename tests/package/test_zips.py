@@ -76,10 +76,11 @@ def test_zip_holds_only_what_the_function_needs(
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+@pytest.mark.parametrize("function", FUNCTIONS)
 def test_psycopg_is_the_locked_binary_build_for_the_architecture(
-    request: pytest.FixtureRequest, arch: str
+    request: pytest.FixtureRequest, arch: str, function: str
 ) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")["health"]
+    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
     version = locked_version("psycopg-binary")
     machine = "aarch64" if arch == "arm64" else "x86_64"
 

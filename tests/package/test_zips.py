@@ -152,9 +152,11 @@ def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 
 def invoke_from_zip(
-    task_root: Path, module: str, events: list[Path], database_url: str, tmp_path: Path
+    task_root: Path, events: list[Path], database_url: str, tmp_path: Path
 ) -> list[dict[str, Any]]:
-    """Invoke a handler with a Python of the runtime's version that sees only the zip."""
+    """Invoke a function's handler with a Python of the runtime's version that sees only
+    its zip (unpacked at `task_root`, named after the function)."""
+    module = f"functions.{task_root.name}.handler"
     invoker = tmp_path / "invoke.py"
     invoker.write_text(SMOKE_INVOKER)
     base_python = getattr(sys, "_base_executable", sys.executable)
@@ -203,7 +205,6 @@ def test_health_zip_answers_from_the_pooler(
 ) -> None:
     [response] = invoke_from_zip(
         unpacked / "health",
-        "functions.health.handler",
         [EVENTS_DIR / "get_health.json"],
         database.pooler_url(),
         tmp_path,
@@ -218,7 +219,6 @@ def test_connections_zip_answers_from_the_pooler(
 ) -> None:
     [response] = invoke_from_zip(
         unpacked / "connections",
-        "functions.connections.handler",
         [EVENTS_DIR / "get_connections.json"],
         database.pooler_url(),
         tmp_path,
@@ -239,7 +239,6 @@ def test_items_zip_creates_and_reads_through_the_pooler(
 
     created, listed = invoke_from_zip(
         unpacked / "items",
-        "functions.items.handler",
         [create_file, EVENTS_DIR / "get_items.json"],
         database.pooler_url(),
         tmp_path,

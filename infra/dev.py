@@ -26,10 +26,15 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def main() -> int:
     """Run until interrupted; return the exit code of serverless offline (0 on Ctrl-C)."""
     logging.basicConfig(level=logging.INFO, format="dev: %(message)s", stream=sys.stderr)
+    # Explicitly for SIGINT too: a launcher that runs us in the background may have left it
+    # ignored, and then Ctrl-C (or `kill -INT`) would stop nothing.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     http_port = int(os.environ.get("HTTP_PORT", "3000"))
     lambda_port = int(os.environ.get("LAMBDA_PORT", "3002"))
     config = local_stack.config_from_env()
+    # A stack another `make dev` (or `make stack-up`) started is theirs to stop.
+    started_here = not local_stack.is_running(config)
     try:
         stack = local_stack.start(config)
         upgrade(stack.direct_url())
@@ -45,8 +50,9 @@ def main() -> int:
         logger.error("%s", error)
         return 1
     finally:
-        local_stack.stop(config)
-        logger.info("stopped serverless offline, PgBouncer and Postgres")
+        if started_here:
+            local_stack.stop(config)
+            logger.info("stopped serverless offline, PgBouncer and Postgres")
 
 
 if __name__ == "__main__":

@@ -10,19 +10,19 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.async_sessions import get_async_read_session, get_async_session
 from shared.errors import ErrorResponse, error_response, http_error, invalid_request
-from shared.sessions import get_read_session, get_session
 
 __all__ = ["ReadSessionDep", "SessionDep", "install_error_handlers"]
 
 # scope="function": commit before the response is sent, so a failed commit is what the client
 # sees, never a success response for data that was not stored.
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
+SessionDep = Annotated[AsyncSession, Depends(get_async_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_async_read_session, scope="function")]
 
 
 def _to_json(error: ErrorResponse) -> JSONResponse:

@@ -42,21 +42,28 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache, partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
+from shared.deadline import DeadlineExceededError, remaining_seconds, watch
+from shared.driver import AsyncPoolerConnection, PoolerConnection
 from shared.errors import DatabaseConfigError
 from shared.secrets import fetch_database_url
 from shared.settings import ConnectionMode, Settings, get_settings
 
+if TYPE_CHECKING:  # the asyncio extension needs greenlet, which only FastAPI functions ship
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = [
     "autocommit_connection",
+    "build_async_engine",
     "build_engine",
     "detect_mode",
+    "get_async_engine",
     "get_engine",
     "pool_size_per_instance",
     "to_sqlalchemy_url",
@@ -64,6 +71,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # What poolers and Postgres say to a wrong password; libpq gives no SQLSTATE at connect time.
@@ -117,55 +125,119 @@ def _connect_args(url: URL, mode: ConnectionMode, settings: Settings) -> dict[st
     return args
 
 
-def _set_statement_timeout(timeout_ms: int, conn: Connection) -> None:
-    """Bound every transaction without leaking a session setting to the next pooler client."""
-    if getattr(conn.connection.driver_connection, "autocommit", False):
-        return  # SET LOCAL outside a transaction does nothing but cost a round trip
-    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+def _open(timeout_ms: int, dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> Any:
+    """Open a connection with the pipelining driver classes, within the invocation's deadline."""
+    left = remaining_seconds()
+    if left is not None:
+        if left < 1:
+            raise DeadlineExceededError
+        # libpq's minimum is 2 s; the boundary's margin covers the rounding.
+        cparams["connect_timeout"] = max(2, min(int(cparams["connect_timeout"]), int(left)))
+    if dialect.is_async:
+        opener = partial(AsyncPoolerConnection.open, timeout_ms)
+        return dialect.connect(async_creator_fn=opener, **cparams)
+    return PoolerConnection.open(timeout_ms, **cparams)
 
 
-def build_engine(
-    url: URL | str, settings: Settings, mode: ConnectionMode = ConnectionMode.AUTO
-) -> Engine:
-    """Build the engine for a URL in the given (or detected) connection mode."""
-    url = to_sqlalchemy_url(url) if isinstance(url, str) else url
-    if mode is ConnectionMode.AUTO:
-        mode = detect_mode(url)
-    common: dict[str, Any] = {
+def _watch_until_deadline(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """A connection checked out inside an invocation is cut when its deadline passes."""
+    watched = watch(record.driver_connection.pgconn.socket)
+    if watched is not None:
+        record.info["deadline_watch"] = watched
+
+
+def _stop_watching(_dbapi_conn: Any, record: Any) -> None:
+    watched = record.info.pop("deadline_watch", None)
+    if watched is not None:
+        watched.cancel()
+
+
+def _engine_options(url: URL, settings: Settings, mode: ConnectionMode) -> dict[str, Any]:
+    """What `create_engine` and `create_async_engine` get alike."""
+    options: dict[str, Any] = {
         "connect_args": _connect_args(url, mode, settings),
         "hide_parameters": True,  # error messages never quote row values
     }
     if mode is ConnectionMode.TRANSACTION:
-        engine = create_engine(url, poolclass=NullPool, **common)
+        options["poolclass"] = NullPool
     else:
-        pool_size = settings.db_pool_size or pool_size_per_instance(
+        options["pool_size"] = settings.db_pool_size or pool_size_per_instance(
             settings.db_max_connections,
             settings.db_instances,
             uses_data_api=settings.db_uses_data_api,
         )
-        engine = create_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=settings.db_max_overflow,
-            pool_pre_ping=True,  # a stationary server outlives idle connections
-            pool_recycle=1800,
-            **common,
-        )
-    if settings.db_statement_timeout_ms:
-        timeout_ms = settings.db_statement_timeout_ms
-        event.listen(engine, "begin", lambda conn: _set_statement_timeout(timeout_ms, conn))
+        options["max_overflow"] = settings.db_max_overflow
+        options["pool_pre_ping"] = True  # a stationary server outlives idle connections
+        options["pool_recycle"] = 1800
+    return options
+
+
+def _install(engine: Engine, settings: Settings, secret_arn: str | None) -> None:
+    """Connect through the driver classes; watch checked-out connections against the deadline."""
+    timeout_ms = settings.db_statement_timeout_ms
+    if secret_arn is None:
+        event.listen(engine, "do_connect", partial(_open, timeout_ms))
+    else:
+        refresh = partial(_connect_refreshing_secret, secret_arn, {}, timeout_ms)
+        event.listen(engine, "do_connect", refresh)
+    event.listen(engine, "checkout", _watch_until_deadline)
+    event.listen(engine, "checkin", _stop_watching)
+    event.listen(engine, "close", _stop_watching)
+
+
+def _resolve(url: URL | str, mode: ConnectionMode) -> tuple[URL, ConnectionMode]:
+    url = to_sqlalchemy_url(url) if isinstance(url, str) else url
+    return url, detect_mode(url) if mode is ConnectionMode.AUTO else mode
+
+
+def build_engine(
+    url: URL | str,
+    settings: Settings,
+    mode: ConnectionMode = ConnectionMode.AUTO,
+    *,
+    secret_arn: str | None = None,
+) -> Engine:
+    """Build the engine for a URL in the given (or detected) connection mode.
+
+    With `secret_arn`, the URL came from that secret and is re-read after a failed login.
+    """
+    url, mode = _resolve(url, mode)
+    engine = create_engine(url, **_engine_options(url, settings, mode))
+    _install(engine, settings, secret_arn)
+    _log_built(url, mode)
+    return engine
+
+
+def build_async_engine(
+    url: URL | str,
+    settings: Settings,
+    mode: ConnectionMode = ConnectionMode.AUTO,
+    *,
+    secret_arn: str | None = None,
+) -> AsyncEngine:
+    """The asyncio engine over the same connection rules, for `async def` routes."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url, mode = _resolve(url, mode)
+    engine = create_async_engine(url, **_engine_options(url, settings, mode))
+    _install(engine.sync_engine, settings, secret_arn)
+    _log_built(url, mode)
+    return engine
+
+
+def _log_built(url: URL, mode: ConnectionMode) -> None:
     logger.info(
         "database engine built",
         extra={"mode": mode.value, "host": url.host, "port": url.port, "database": url.database},
     )
-    return engine
 
 
 def _connect_refreshing_secret(
     secret_arn: str,
     refreshed: dict[str, Any],
+    timeout_ms: int,
     dialect: Any,
-    _record: Any,
+    record: Any,
     cargs: Any,
     cparams: dict[str, Any],
 ) -> Any:
@@ -176,7 +248,7 @@ def _connect_refreshing_secret(
     """
     cparams.update(refreshed)
     try:
-        return dialect.connect(*cargs, **cparams)
+        return _open(timeout_ms, dialect, record, cargs, cparams)
     except dialect.loaded_dbapi.OperationalError as exc:
         if not AUTH_FAILURE.search(str(exc)):
             raise
@@ -184,21 +256,33 @@ def _connect_refreshing_secret(
     refreshed.update(user=fresh.username, password=fresh.password)
     cparams.update(refreshed)
     logger.info("database credentials refreshed from the secret after a failed login")
-    return dialect.connect(*cargs, **cparams)
+    return _open(timeout_ms, dialect, record, cargs, cparams)
+
+
+def _configured_url() -> tuple[str, str | None]:
+    """DATABASE_URL, or the deployed secret's URL and the secret's ARN."""
+    settings = get_settings()
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value(), None
+    if settings.database_secret_arn is not None:
+        return fetch_database_url(settings.database_secret_arn), settings.database_secret_arn
+    raise DatabaseConfigError("Set DATABASE_URL (or DATABASE_SECRET_ARN when deployed)")
 
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
     """The process's one engine, built on first use and reused by warm invocations."""
+    url, secret_arn = _configured_url()
     settings = get_settings()
-    if settings.database_url is not None:
-        return build_engine(settings.database_url.get_secret_value(), settings, settings.db_mode)
-    if settings.database_secret_arn is not None:
-        secret_arn = settings.database_secret_arn
-        engine = build_engine(fetch_database_url(secret_arn), settings, settings.db_mode)
-        event.listen(engine, "do_connect", partial(_connect_refreshing_secret, secret_arn, {}))
-        return engine
-    raise DatabaseConfigError("Set DATABASE_URL (or DATABASE_SECRET_ARN when deployed)")
+    return build_engine(url, settings, settings.db_mode, secret_arn=secret_arn)
+
+
+@lru_cache(maxsize=1)
+def get_async_engine() -> AsyncEngine:
+    """The process's one asyncio engine, for FastAPI functions; built on first use."""
+    url, secret_arn = _configured_url()
+    settings = get_settings()
+    return build_async_engine(url, settings, settings.db_mode, secret_arn=secret_arn)
 
 
 @contextmanager

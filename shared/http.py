@@ -7,6 +7,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from shared.deadline import deadline_for
 from shared.errors import error_response
 
 if TYPE_CHECKING:  # a Protocol, for type checking only: plain functions do not ship Mangum
@@ -47,7 +48,8 @@ def json_errors(handler: PlainHandler) -> PlainHandler:
     @wraps(handler)
     def wrapper(event: LambdaEvent, context: LambdaContext) -> LambdaResponse:
         try:
-            return handler(event, context)
+            with deadline_for(context):
+                return handler(event, context)
         except Exception as exc:  # the Lambda boundary: every error becomes a JSON response
             error = error_response(exc)
             return json_response(error.status_code, error.body, error.headers)

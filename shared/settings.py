@@ -44,7 +44,11 @@ class Settings(BaseSettings):
     """Seconds; libpq's minimum is 2. Well under the Lambda timeout so outages answer 503 fast."""
 
     db_statement_timeout_ms: int = Field(default=5_000, ge=0)
-    """Per transaction, with SET LOCAL; 0 leaves the role's default in force."""
+    """Per transaction (reads included), set in the exchange of its first statement; 0 leaves
+    the role's default in force. Never more than what is left of the request's deadline."""
+
+    request_timeout_s: float = Field(default=9.0, gt=0)
+    """The request deadline where no Lambda context tells the remaining time (local servers)."""
 
     db_sslmode: str | None = None
     """Overrides the default: `require` for any host that is not loopback."""

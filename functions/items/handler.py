@@ -11,6 +11,7 @@ from mangum.types import LambdaContext, LambdaEvent
 
 from functions.items.routes import router
 from shared.api import install_error_handlers
+from shared.deadline import deadline_for
 from shared.logs import logger
 
 # API Gateway only routes what serverless.yml declares, so the docs pages could not be reached.
@@ -25,4 +26,5 @@ asgi_handler = Mangum(app, lifespan="off")
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 def handler(event: LambdaEvent, context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point."""
-    return asgi_handler(event, context)
+    with deadline_for(context):
+        return asgi_handler(event, context)

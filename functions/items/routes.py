@@ -1,9 +1,9 @@
 """The items resource: create, list (keyset pages), read, update, delete.
 
-Routes are plain `def`: FastAPI runs them in its threadpool, which costs about half a
-millisecond per request but keeps blocking database calls off the event loop, so the same
-app stays correct under any ASGI server, not only on Lambda where one instance serves one
-request at a time. Writes commit in the session dependency, never here.
+Routes are `async def` over asyncio sessions: FastAPI runs them on the event loop, with no
+threadpool hop (a sync route would cost a new worker thread per Lambda invocation), and the
+database calls never block the loop, so the same app is right under any ASGI server. Writes
+commit in the session dependency, never here.
 """
 
 from __future__ import annotations
@@ -25,46 +25,50 @@ MAX_PAGE_SIZE = 100
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_item(body: ItemCreate, session: SessionDep) -> ItemRead:
+async def create_item(body: ItemCreate, session: SessionDep) -> ItemRead:
     """Store a new item; a duplicate SKU is a 409."""
     item = Item(**body.model_dump())
     session.add(item)
-    session.flush()  # INSERT ... RETURNING now, so a conflict surfaces inside the request
+    await session.flush()  # INSERT ... RETURNING now, so a conflict surfaces inside the request
     return ItemRead.model_validate(item)
 
 
 @router.get("")
-def list_items(
+async def list_items(
     session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> ItemPage:
     """A page of items with id greater than `after`, in one SELECT."""
-    rows = session.scalars(
-        select(Item).where(Item.id > after).order_by(Item.id).limit(limit + 1)
+    rows = (
+        await session.scalars(
+            select(Item).where(Item.id > after).order_by(Item.id).limit(limit + 1)
+        )
     ).all()
     page = [ItemRead.model_validate(row) for row in rows[:limit]]
     return ItemPage(items=page, next_after=page[-1].id if len(rows) > limit else None)
 
 
 @router.get("/{item_id}")
-def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
+async def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
     """One item by id."""
-    item = session.get(Item, item_id)
+    item = await session.get(Item, item_id)
     if item is None:
         raise ItemNotFoundError(item_id)
     return ItemRead.model_validate(item)
 
 
 @router.patch("/{item_id}")
-def update_item(item_id: ItemId, body: ItemUpdate, session: SessionDep) -> ItemRead:
+async def update_item(item_id: ItemId, body: ItemUpdate, session: SessionDep) -> ItemRead:
     """Change some fields, in one UPDATE ... RETURNING."""
     changes = body.model_dump(exclude_unset=True)
-    item = session.scalars(
-        update(Item)
-        .where(Item.id == item_id)
-        .values(**changes, updated_at=func.now())
-        .returning(Item)
+    item = (
+        await session.scalars(
+            update(Item)
+            .where(Item.id == item_id)
+            .values(**changes, updated_at=func.now())
+            .returning(Item)
+        )
     ).one_or_none()
     if item is None:
         raise ItemNotFoundError(item_id)
@@ -72,9 +76,11 @@ def update_item(item_id: ItemId, body: ItemUpdate, session: SessionDep) -> ItemR
 
 
 @router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_item(item_id: ItemId, session: SessionDep) -> Response:
+async def delete_item(item_id: ItemId, session: SessionDep) -> Response:
     """Delete an item, in one DELETE ... RETURNING."""
-    deleted = session.scalars(delete(Item).where(Item.id == item_id).returning(Item.id)).first()
+    deleted = (
+        await session.scalars(delete(Item).where(Item.id == item_id).returning(Item.id))
+    ).first()
     if deleted is None:
         raise ItemNotFoundError(item_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

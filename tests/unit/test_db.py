@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
 from shared.db import build_engine, detect_mode, pool_size_per_instance, to_sqlalchemy_url
+from shared.driver import PoolerConnection
 from shared.errors import DatabaseConfigError
 from shared.settings import ConnectionMode, Settings
 
@@ -35,14 +36,15 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 def connect_params(engine: Engine) -> dict[str, Any]:
-    """The keyword arguments the engine passes to psycopg.connect, without connecting."""
+    """The keyword arguments the engine passes to psycopg's connect, without connecting."""
 
-    def capture(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-        raise Captured(dict(cparams))
+    def capture(_timeout_ms: int, **params: Any) -> None:
+        raise Captured(params)
 
-    event.listen(engine, "do_connect", capture)
-    with pytest.raises(Captured) as caught:
-        engine.connect()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PoolerConnection, "open", capture)
+        with pytest.raises(Captured) as caught:
+            engine.connect()
     return caught.value.cparams
 
 

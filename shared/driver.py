@@ -1,0 +1,188 @@
+"""psycopg, sending a transaction's settings in the same exchange as its first statement.
+
+Behind a transaction-mode pooler nothing may outlive a transaction, so every transaction must
+set its own `statement_timeout` (and, read-only sessions, `transaction_read_only`) with
+transaction-local settings. Sent as statements of their own they would cost round trips: psycopg
+sends BEGIN and waits for its answer, then SET LOCAL, then the statement, then COMMIT, four
+exchanges for one INSERT. Here the first statement of each transaction travels in one pipeline
+with what it needs, and the server answers them together:
+
+- in a transaction: BEGIN, `set_config(..., true)`, the statement; then COMMIT: 2 exchanges;
+- in autocommit (single reads): `set_config(..., true)` and the statement share the implicit
+  transaction that the protocol's Sync closes: 1 exchange, and the settings end with it.
+
+To send BEGIN inside that pipeline, the connection stays in autocommit on the wire and
+`autocommit` only records what SQLAlchemy asked for; `commit()` and `rollback()` act on the
+server's transaction status, so they work unchanged.
+https://www.psycopg.org/psycopg3/docs/advanced/pipeline.html
+https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-PIPELINING
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol, Self
+
+import psycopg
+from psycopg import sql
+from psycopg.abc import Params, Query, QueryNoTemplate
+from psycopg.pq import TransactionStatus
+
+from shared.deadline import remaining_seconds
+
+__all__ = ["AsyncPoolerConnection", "PoolerConnection"]
+
+_IDLE = TransactionStatus.IDLE
+
+
+class _Transaction(Protocol):
+    """What the sync and async connections share: how to start a transaction."""
+
+    statement_timeout_ms: int
+    wants_transaction: bool
+
+    @property
+    def isolation_level(self) -> psycopg.IsolationLevel | None: ...
+
+    @property
+    def read_only(self) -> bool | None: ...
+
+
+def _begin(conn: _Transaction) -> sql.Composed | None:
+    """BEGIN, unless SQLAlchemy asked for autocommit."""
+    if not conn.wants_transaction:
+        return None
+    level = conn.isolation_level
+    if level is None:
+        return sql.Composed([sql.SQL("BEGIN")])
+    return sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(level.name.replace("_", " ")))
+
+
+def _prelude(conn: _Transaction) -> tuple[sql.Composed, list[str]] | None:
+    """One SELECT of transaction-local settings, or None when there is nothing to set."""
+    settings: dict[str, str] = {}
+    timeout_ms = conn.statement_timeout_ms
+    left = remaining_seconds()
+    if left is not None:
+        # The server never works past the invocation's deadline.
+        left_ms = max(1, int(left * 1000))
+        timeout_ms = min(timeout_ms, left_ms) if timeout_ms else left_ms
+    if timeout_ms:
+        settings["statement_timeout"] = str(timeout_ms)
+    if conn.read_only:
+        settings["transaction_read_only"] = "on"
+    if not settings:
+        return None
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name in settings
+    )
+    return sql.SQL("SELECT {}").format(calls), list(settings.values())
+
+
+class PoolerConnection(psycopg.Connection[Any]):
+    """A connection whose cursors pipeline BEGIN and the settings with the first statement."""
+
+    statement_timeout_ms = 0
+    wants_transaction = True
+
+    @classmethod
+    def open(cls, statement_timeout_ms: int, **params: Any) -> PoolerConnection:
+        """Connect in autocommit on the wire, with these settings for every transaction."""
+        conn = cls.connect(autocommit=True, cursor_factory=PoolerCursor, **params)
+        conn.statement_timeout_ms = statement_timeout_ms
+        return conn
+
+    @property
+    def autocommit(self) -> bool:
+        """What SQLAlchemy asked for; the wire stays in autocommit."""
+        return not self.wants_transaction
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        self.wants_transaction = not value
+
+    def set_autocommit(self, value: bool) -> None:
+        """Method version of the `autocommit` setter."""
+        self.wants_transaction = not value
+
+    def start(self, cursor: psycopg.Cursor[Any]) -> None:
+        """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""
+        if begin := _begin(self):
+            cursor.execute(begin)
+        if prelude := _prelude(self):
+            cursor.execute(*prelude)
+
+
+class PoolerCursor(psycopg.Cursor[Any]):
+    """Starts each transaction in the same exchange as its first statement."""
+
+    def execute(  # type: ignore[override]
+        self, query: QueryNoTemplate, params: Params | None = None, **kwargs: Any
+    ) -> Self:
+        conn = self.connection
+        if not isinstance(conn, PoolerConnection) or conn.info.transaction_status != _IDLE:
+            return super().execute(query, params, **kwargs)
+        with conn.pipeline():
+            conn.start(psycopg.Cursor(conn))
+            super().execute(query, params, **kwargs)
+        return self
+
+    def executemany(
+        self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
+    ) -> None:
+        conn = self.connection
+        if not isinstance(conn, PoolerConnection) or conn.info.transaction_status != _IDLE:
+            return super().executemany(query, params_seq, returning=returning)
+        with conn.pipeline():
+            conn.start(psycopg.Cursor(conn))
+            super().executemany(query, params_seq, returning=returning)
+        return None
+
+
+class AsyncPoolerConnection(psycopg.AsyncConnection[Any]):
+    """The asyncio twin of `PoolerConnection`, for SQLAlchemy's asyncio engine."""
+
+    statement_timeout_ms = 0
+    wants_transaction = True
+
+    @classmethod
+    async def open(cls, statement_timeout_ms: int, **params: Any) -> AsyncPoolerConnection:
+        """Connect in autocommit on the wire, with these settings for every transaction."""
+        conn = await cls.connect(autocommit=True, cursor_factory=AsyncPoolerCursor, **params)
+        conn.statement_timeout_ms = statement_timeout_ms
+        return conn
+
+    @property
+    def autocommit(self) -> bool:
+        """What SQLAlchemy asked for; the wire stays in autocommit."""
+        return not self.wants_transaction
+
+    @autocommit.setter
+    def autocommit(self, value: bool) -> None:
+        self.wants_transaction = not value
+
+    async def set_autocommit(self, value: bool) -> None:
+        """Method version of the `autocommit` setter."""
+        self.wants_transaction = not value
+
+    async def start(self, cursor: psycopg.AsyncCursor[Any]) -> None:
+        """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""
+        if begin := _begin(self):
+            await cursor.execute(begin)
+        if prelude := _prelude(self):
+            await cursor.execute(*prelude)
+
+
+class AsyncPoolerCursor(psycopg.AsyncCursor[Any]):
+    """Starts each transaction in the same exchange as its first statement."""
+
+    async def execute(  # type: ignore[override]
+        self, query: QueryNoTemplate, params: Params | None = None, **kwargs: Any
+    ) -> Self:
+        conn = self.connection
+        if not isinstance(conn, AsyncPoolerConnection) or conn.info.transaction_status != _IDLE:
+            return await super().execute(query, params, **kwargs)
+        async with conn.pipeline():
+            await conn.start(psycopg.AsyncCursor(conn))
+            await super().execute(query, params, **kwargs)
+        return self

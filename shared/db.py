@@ -74,6 +74,8 @@ logger = logging.getLogger(__name__)
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+MIN_CONNECT_TIMEOUT_S = 2
+"""libpq's (and psycopg's) smallest connect timeout: a shorter one is taken as 2 s."""
 # What poolers and Postgres say to a wrong password; libpq gives no SQLSTATE at connect time.
 AUTH_FAILURE = re.compile(r"authentication failed|password", re.IGNORECASE)
 
@@ -129,10 +131,9 @@ def _open(timeout_ms: int, dialect: Any, _record: Any, _cargs: Any, cparams: dic
     """Open a connection with the pipelining driver classes, within the invocation's deadline."""
     left = remaining_seconds()
     if left is not None:
-        if left < 1:
-            raise DeadlineExceededError
-        # libpq's minimum is 2 s; the boundary's margin covers the rounding.
-        cparams["connect_timeout"] = max(2, min(int(cparams["connect_timeout"]), int(left)))
+        if left < MIN_CONNECT_TIMEOUT_S:
+            raise DeadlineExceededError  # a connect attempt could outlast the deadline
+        cparams["connect_timeout"] = min(int(cparams["connect_timeout"]), int(left))
     if dialect.is_async:
         opener = partial(AsyncPoolerConnection.open, timeout_ms)
         return dialect.connect(async_creator_fn=opener, **cparams)

@@ -41,9 +41,8 @@ __all__ = [
     "watch",
 ]
 
-DEADLINE_MARGIN_S = 1.0
-"""Kept back from Lambda's remaining time: enough to answer, and to absorb libpq's 2 s minimum
-connect timeout when less than that is left."""
+DEADLINE_MARGIN_S = 0.5
+"""Kept back from Lambda's remaining time to build and return the answer."""
 
 _deadline: ContextVar[float | None] = ContextVar("invocation_deadline", default=None)
 

@@ -20,19 +20,21 @@ https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-PIPELIN
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, Self
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.abc import Params, Query, QueryNoTemplate
-from psycopg.pq import TransactionStatus
 
 from shared.deadline import remaining_seconds
 
 __all__ = ["AsyncPoolerConnection", "PoolerConnection"]
 
-_IDLE = TransactionStatus.IDLE
+_IDLE = pq.TransactionStatus.IDLE
+
+type _AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 
 class _Transaction(Protocol):
@@ -79,6 +81,23 @@ def _prelude(conn: _Transaction) -> tuple[sql.Composed, list[str]] | None:
     return sql.SQL("SELECT {}").format(calls), list(settings.values())
 
 
+@contextmanager
+def _discard_if_stuck(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> Iterator[None]:
+    """Close a connection that a failure left in pipeline mode: nothing more can be sent on it.
+
+    A closed connection is what SQLAlchemy recognises as a disconnect: it discards it instead of
+    trying a ROLLBACK that could not be sent either.
+    """
+    try:
+        yield
+    except psycopg.Error:
+        if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            conn.pgconn.finish()
+        raise
+
+
 class PoolerConnection(psycopg.Connection[Any]):
     """A connection whose cursors pipeline BEGIN and the settings with the first statement."""
 
@@ -122,7 +141,7 @@ class PoolerCursor(psycopg.Cursor[Any]):
         conn = self.connection
         if not isinstance(conn, PoolerConnection) or conn.info.transaction_status != _IDLE:
             return super().execute(query, params, **kwargs)
-        with conn.pipeline():
+        with _discard_if_stuck(conn), conn.pipeline():
             conn.start(psycopg.Cursor(conn))
             super().execute(query, params, **kwargs)
         return self
@@ -133,7 +152,7 @@ class PoolerCursor(psycopg.Cursor[Any]):
         conn = self.connection
         if not isinstance(conn, PoolerConnection) or conn.info.transaction_status != _IDLE:
             return super().executemany(query, params_seq, returning=returning)
-        with conn.pipeline():
+        with _discard_if_stuck(conn), conn.pipeline():
             conn.start(psycopg.Cursor(conn))
             super().executemany(query, params_seq, returning=returning)
         return None
@@ -182,7 +201,8 @@ class AsyncPoolerCursor(psycopg.AsyncCursor[Any]):
         conn = self.connection
         if not isinstance(conn, AsyncPoolerConnection) or conn.info.transaction_status != _IDLE:
             return await super().execute(query, params, **kwargs)
-        async with conn.pipeline():
-            await conn.start(psycopg.AsyncCursor(conn))
-            await super().execute(query, params, **kwargs)
+        with _discard_if_stuck(conn):
+            async with conn.pipeline():
+                await conn.start(psycopg.AsyncCursor(conn))
+                await super().execute(query, params, **kwargs)
         return self

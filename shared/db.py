@@ -50,7 +50,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
 from shared.errors import DatabaseConfigError
-from shared.secrets import fetch_database_url
+from shared.secrets import DatabaseSecret
 from shared.settings import ConnectionMode, Settings, get_settings
 
 __all__ = [
@@ -162,29 +162,31 @@ def build_engine(
 
 
 def _connect_refreshing_secret(
-    secret_arn: str,
-    refreshed: dict[str, Any],
-    dialect: Any,
-    _record: Any,
-    cargs: Any,
-    cparams: dict[str, Any],
+    secret: DatabaseSecret, dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]
 ) -> Any:
-    """Connect; after a failed login, re-read the secret once and retry with its credentials.
+    """Connect with the secret's URL; after a failed login, retry once if the secret changed.
 
-    A rotated password then costs one extra secret read, not a failed request. The fresh
-    credentials are kept in `refreshed` and used by every later connection of the process.
+    A rotated password then costs no failed request, and a new host, port or database needs no
+    cold start: the whole URL comes from the secret. `DatabaseSecret` bounds the re-reads.
     """
-    cparams.update(refreshed)
+    url = secret.url()
+    cparams.update(_url_params(url))
     try:
         return dialect.connect(*cargs, **cparams)
     except dialect.loaded_dbapi.OperationalError as exc:
-        if not AUTH_FAILURE.search(str(exc)):
+        fresh = secret.refresh(url) if AUTH_FAILURE.search(str(exc)) else None
+        if fresh is None:
             raise
-    fresh = to_sqlalchemy_url(fetch_database_url(secret_arn))
-    refreshed.update(user=fresh.username, password=fresh.password)
-    cparams.update(refreshed)
+    cparams.update(_url_params(fresh))
     logger.info("database credentials refreshed from the secret after a failed login")
     return dialect.connect(*cargs, **cparams)
+
+
+def _url_params(url: str) -> dict[str, Any]:
+    """libpq's host, port, dbname, user and password from a URL: all of them, None for unset."""
+    params = dict.fromkeys(("host", "port", "dbname", "user", "password"))
+    params.update(to_sqlalchemy_url(url).translate_connect_args(username="user", database="dbname"))
+    return params
 
 
 @lru_cache(maxsize=1)
@@ -194,9 +196,9 @@ def get_engine() -> Engine:
     if settings.database_url is not None:
         return build_engine(settings.database_url.get_secret_value(), settings, settings.db_mode)
     if settings.database_secret_arn is not None:
-        secret_arn = settings.database_secret_arn
-        engine = build_engine(fetch_database_url(secret_arn), settings, settings.db_mode)
-        event.listen(engine, "do_connect", partial(_connect_refreshing_secret, secret_arn, {}))
+        secret = DatabaseSecret(settings.database_secret_arn)
+        engine = build_engine(secret.url(), settings, settings.db_mode)
+        event.listen(engine, "do_connect", partial(_connect_refreshing_secret, secret))
         return engine
     raise DatabaseConfigError("Set DATABASE_URL (or DATABASE_SECRET_ARN when deployed)")
 

@@ -9,11 +9,13 @@ the next request reads again, so a warm instance recovers as soon as the secret 
 
 Cold start: the Secrets Manager client is created while Lambda initialises the function (at
 import, only when `DATABASE_SECRET_ARN` is set), so the first request pays one GetSecretValue
-call instead of boto3's import and client creation (about 0.5 s here). The AWS Parameters and
+call instead of boto3's import and client creation (0.4-0.5 s here). The AWS Parameters and
 Secrets Lambda Extension would skip boto3 altogether (one HTTP call to localhost), but it
 ships as a Lambda layer, and a layer makes `serverless package` call AWS, so the stack could
 no longer be packaged and checked offline. boto3 comes from the Lambda runtime; local runs
-with `DATABASE_URL` never import it.
+with `DATABASE_URL` never import it. Measured here (moto server on loopback, medians of
+interleaved runs): the first request costs what it costs with `DATABASE_URL` plus one call;
+import plus first request is 1.3x (items) to 1.4x (health) the same with `DATABASE_URL`.
 
 Bounds: the client waits at most 1 s to connect and 1 s for an answer, and tries twice
 (standard retry mode), instead of botocore's 60 s timeouts and its retries: an unreachable

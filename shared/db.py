@@ -52,7 +52,7 @@ from sqlalchemy.pool import NullPool
 from shared.deadline import DeadlineExceededError, remaining_seconds, watch
 from shared.driver import AsyncPoolerConnection, PoolerConnection
 from shared.errors import DatabaseConfigError
-from shared.secrets import fetch_database_url
+from shared.secrets import DatabaseSecret
 from shared.settings import ConnectionMode, Settings, get_settings
 
 if TYPE_CHECKING:  # the asyncio extension needs greenlet, which only FastAPI functions ship
@@ -63,6 +63,7 @@ __all__ = [
     "build_async_engine",
     "build_engine",
     "detect_mode",
+    "forget_engines",
     "get_async_engine",
     "get_engine",
     "pool_size_per_instance",
@@ -173,13 +174,13 @@ def _engine_options(url: URL, settings: Settings, mode: ConnectionMode) -> dict[
     return options
 
 
-def _install(engine: Engine, settings: Settings, secret_arn: str | None) -> None:
+def _install(engine: Engine, settings: Settings, secret: DatabaseSecret | None) -> None:
     """Connect through the driver classes; watch checked-out connections against the deadline."""
     timeout_ms = settings.db_statement_timeout_ms
-    if secret_arn is None:
+    if secret is None:
         event.listen(engine, "do_connect", partial(_open, timeout_ms))
     else:
-        refresh = partial(_connect_refreshing_secret, secret_arn, {}, timeout_ms)
+        refresh = partial(_connect_refreshing_secret, secret, timeout_ms)
         event.listen(engine, "do_connect", refresh)
     event.listen(engine, "checkout", _watch_until_deadline)
     event.listen(engine, "checkin", _stop_watching)
@@ -196,15 +197,15 @@ def build_engine(
     settings: Settings,
     mode: ConnectionMode = ConnectionMode.AUTO,
     *,
-    secret_arn: str | None = None,
+    secret: DatabaseSecret | None = None,
 ) -> Engine:
     """Build the engine for a URL in the given (or detected) connection mode.
 
-    With `secret_arn`, the URL came from that secret and is re-read after a failed login.
+    With `secret`, the URL came from that secret and is re-read after a failed login.
     """
     url, mode = _resolve(url, mode)
     engine = create_engine(url, **_engine_options(url, settings, mode))
-    _install(engine, settings, secret_arn)
+    _install(engine, settings, secret)
     _log_built(url, mode)
     return engine
 
@@ -214,14 +215,14 @@ def build_async_engine(
     settings: Settings,
     mode: ConnectionMode = ConnectionMode.AUTO,
     *,
-    secret_arn: str | None = None,
+    secret: DatabaseSecret | None = None,
 ) -> AsyncEngine:
     """The asyncio engine over the same connection rules, for `async def` routes."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     url, mode = _resolve(url, mode)
     engine = create_async_engine(url, **_engine_options(url, settings, mode))
-    _install(engine.sync_engine, settings, secret_arn)
+    _install(engine.sync_engine, settings, secret)
     _log_built(url, mode)
     return engine
 
@@ -234,56 +235,70 @@ def _log_built(url: URL, mode: ConnectionMode) -> None:
 
 
 def _connect_refreshing_secret(
-    secret_arn: str,
-    refreshed: dict[str, Any],
+    secret: DatabaseSecret,
     timeout_ms: int,
     dialect: Any,
     record: Any,
     cargs: Any,
     cparams: dict[str, Any],
 ) -> Any:
-    """Connect; after a failed login, re-read the secret once and retry with its credentials.
+    """Connect with the secret's URL; after a failed login, retry once if the secret changed.
 
-    A rotated password then costs one extra secret read, not a failed request. The fresh
-    credentials are kept in `refreshed` and used by every later connection of the process.
+    A rotated password then costs no failed request, and a new host, port or database needs no
+    cold start: the whole URL comes from the secret. `DatabaseSecret` bounds the re-reads.
     """
-    cparams.update(refreshed)
+    url = secret.url()
+    cparams.update(_url_params(url))
     try:
         return _open(timeout_ms, dialect, record, cargs, cparams)
     except dialect.loaded_dbapi.OperationalError as exc:
-        if not AUTH_FAILURE.search(str(exc)):
+        fresh = secret.refresh(url) if AUTH_FAILURE.search(str(exc)) else None
+        if fresh is None:
             raise
-    fresh = to_sqlalchemy_url(fetch_database_url(secret_arn))
-    refreshed.update(user=fresh.username, password=fresh.password)
-    cparams.update(refreshed)
+    cparams.update(_url_params(fresh))
     logger.info("database credentials refreshed from the secret after a failed login")
     return _open(timeout_ms, dialect, record, cargs, cparams)
 
 
-def _configured_url() -> tuple[str, str | None]:
-    """DATABASE_URL, or the deployed secret's URL and the secret's ARN."""
+@lru_cache(maxsize=1)
+def _configured_url() -> tuple[str, DatabaseSecret | None]:
+    """DATABASE_URL, or the deployed secret's URL and the secret, shared by both engines."""
     settings = get_settings()
     if settings.database_url is not None:
         return settings.database_url.get_secret_value(), None
     if settings.database_secret_arn is not None:
-        return fetch_database_url(settings.database_secret_arn), settings.database_secret_arn
+        secret = DatabaseSecret(settings.database_secret_arn)
+        return secret.url(), secret
     raise DatabaseConfigError("Set DATABASE_URL (or DATABASE_SECRET_ARN when deployed)")
+
+
+def _url_params(url: str) -> dict[str, Any]:
+    """libpq's host, port, dbname, user and password from a URL: all of them, None for unset."""
+    params = dict.fromkeys(("host", "port", "dbname", "user", "password"))
+    params.update(to_sqlalchemy_url(url).translate_connect_args(username="user", database="dbname"))
+    return params
 
 
 @lru_cache(maxsize=1)
 def get_engine() -> Engine:
     """The process's one engine, built on first use and reused by warm invocations."""
-    url, secret_arn = _configured_url()
+    url, secret = _configured_url()
     settings = get_settings()
-    return build_engine(url, settings, settings.db_mode, secret_arn=secret_arn)
+    return build_engine(url, settings, settings.db_mode, secret=secret)
 
 
 @lru_cache(maxsize=1)
 def get_async_engine() -> AsyncEngine:
     """The process's one asyncio engine, for FastAPI functions; built on first use."""
-    url, secret_arn = _configured_url()
+    url, secret = _configured_url()
     settings = get_settings()
-    return build_async_engine(url, settings, settings.db_mode, secret_arn=secret_arn)
+    return build_async_engine(url, settings, settings.db_mode, secret=secret)
+
+
+def forget_engines() -> None:
+    """Drop the engines and the secret's URL, as a new instance would (tests, SnapStart)."""
+    for cached in (get_engine, get_async_engine, _configured_url):
+        cached.cache_clear()
 
 
 @contextmanager

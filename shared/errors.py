@@ -74,6 +74,10 @@ class DatabaseConfigError(ServiceUnavailableError):
     """The database URL or secret is missing or malformed."""
 
 
+class DatabaseSecretNotSetError(ServiceUnavailableError):
+    """The deployed database secret still holds the stack's placeholder."""
+
+
 @dataclass(frozen=True)
 class ErrorResponse:
     """What to send back for an error: status, JSON body and headers."""

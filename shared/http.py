@@ -1,19 +1,53 @@
-"""Lambda proxy responses for the plain handlers (API Gateway HTTP API, payload v2.0)."""
+"""The Lambda boundary every function goes through, and JSON responses for plain handlers.
+
+`@lambda_boundary` wraps each function's handler, plain or Mangum's adapter, and is the only
+place that knows what a Lambda invocation is:
+
+- every log line carries the request id (Powertools' `inject_lambda_context`);
+- only HTTP events reach the handler: API Gateway HTTP API (payload 2.0 or 1.0), API Gateway
+  REST API (v1) and Lambda function URLs (payload 2.0). Anything else (a direct invoke with
+  `{}` or `null`, an SQS or S3 event, an envelope with a field missing or of the wrong type,
+  text that cannot be UTF-8, `isBase64Encoded` with a body that is not base64) is answered
+  400 in the JSON error shape and logged once as a warning, without a traceback: a plain
+  function never answers 200 to an SQS message, and Mangum never sees an event it would
+  crash on;
+- whatever the handler raises becomes the mapped JSON error (`shared.errors`): no invocation
+  raises to the runtime, which would log a traceback and retry asynchronous events.
+
+The checks cover what the handlers and Mangum read from each kind of event, in AWS's
+documented shapes (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html,
+https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html). One response shape,
+`statusCode`, `headers`, `body`, `isBase64Encoded`, is what all three integrations expect
+(REST may add `multiValueHeaders`, payload 2.0 `cookies`), so plain handlers answer each kind
+with `json_response`.
+"""
 
 from __future__ import annotations
 
+import base64
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from functools import wraps
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, with_config
 
 from shared.deadline import deadline_for
-from shared.errors import error_response
+from shared.errors import AppError, error_response
+from shared.logs import logger as powertools_logger
 
-if TYPE_CHECKING:  # a Protocol, for type checking only: plain functions do not ship Mangum
-    from mangum.types import LambdaContext
+__all__ = [
+    "InvalidEventError",
+    "LambdaEvent",
+    "LambdaResponse",
+    "json_response",
+    "lambda_boundary",
+]
 
-__all__ = ["LambdaEvent", "LambdaResponse", "json_errors", "json_response"]
+logger = logging.getLogger(__name__)
 
 type LambdaEvent = dict[str, Any]
 
@@ -39,19 +73,155 @@ def json_response(
     }
 
 
-type PlainHandler = Callable[[LambdaEvent, LambdaContext], LambdaResponse]
+class InvalidEventError(AppError):
+    """The invocation's event is not an HTTP request this function accepts."""
+
+    status_code = 400
+    code = "invalid_event"
 
 
-def json_errors(handler: PlainHandler) -> PlainHandler:
-    """Turn any exception into the mapped JSON error, so the runtime never prints a trace."""
+def _utf8(text: str) -> str:
+    text.encode()  # a lone surrogate raises here, as it would in Mangum's encode()
+    return text
 
+
+# Text that becomes bytes of the ASGI scope: header names and values, query, cookies, body.
+type _Text = Annotated[str, AfterValidator(_utf8)]
+
+
+@with_config(ConfigDict(strict=True))
+class _Http(TypedDict):
+    method: str
+    path: str
+    sourceIp: str
+
+
+@with_config(ConfigDict(strict=True))
+class _RequestContextV2(TypedDict):
+    http: _Http
+
+
+@with_config(ConfigDict(strict=True))
+class HttpEventV2(TypedDict):
+    """API Gateway HTTP API payload 2.0, and Lambda function URLs (same payload)."""
+
+    version: Literal["2.0"]
+    requestContext: _RequestContextV2
+    rawQueryString: NotRequired[_Text]
+    headers: NotRequired[dict[_Text, _Text]]
+    cookies: NotRequired[list[_Text]]
+    body: NotRequired[_Text | None]
+    isBase64Encoded: NotRequired[bool]
+
+
+@with_config(ConfigDict(strict=True))
+class _Identity(TypedDict):
+    sourceIp: NotRequired[str | None]
+
+
+@with_config(ConfigDict(strict=True))
+class _RequestContextV1(TypedDict):
+    identity: NotRequired[_Identity]
+
+
+@with_config(ConfigDict(strict=True))
+class HttpEventV1(TypedDict):
+    """API Gateway REST API, and HTTP API payload 1.0 (which adds `version`)."""
+
+    version: NotRequired[Literal["1.0"]]
+    resource: NotRequired[str]
+    httpMethod: str
+    path: str
+    requestContext: _RequestContextV1
+    headers: NotRequired[dict[_Text, _Text] | None]
+    multiValueHeaders: NotRequired[dict[_Text, list[_Text]] | None]
+    queryStringParameters: NotRequired[dict[_Text, _Text] | None]
+    multiValueQueryStringParameters: NotRequired[dict[_Text, list[_Text]] | None]
+    body: NotRequired[_Text | None]
+    isBase64Encoded: NotRequired[bool]
+
+
+_V2 = TypeAdapter(HttpEventV2)
+_V1 = TypeAdapter(HttpEventV1)
+
+
+type _Kind = Literal["2.0", "1.0"]
+
+
+def _event_kind(event: object) -> tuple[_Kind, LambdaEvent]:
+    """Payload 2.0 (HTTP API, function URL) or 1.0 (REST API, HTTP API 1.0), as Mangum tells."""
+    if isinstance(event, dict):
+        if event.get("version") == "2.0":
+            return "2.0", event
+        context = event.get("requestContext")
+        alb = isinstance(context, dict) and "elb" in context  # Mangum would take it for an ALB's
+        if "httpMethod" in event and ("resource" in event or "version" in event) and not alb:
+            return "1.0", event
+    raise InvalidEventError("The event is not an HTTP request")
+
+
+def _headers(event: LambdaEvent, kind: _Kind) -> dict[str, str]:
+    """Lower-cased headers; payload 1.0 merges `multiValueHeaders` in, as Mangum does."""
+    headers = {name.lower(): value for name, value in (event.get("headers") or {}).items()}
+    if kind == "1.0":
+        for name, values in (event.get("multiValueHeaders") or {}).items():
+            headers[name.lower()] = ", ".join(values)
+    return headers
+
+
+def _check_server(headers: Mapping[str, str]) -> None:
+    """`host` as `name[:port]`, else `x-forwarded-port`, must give a numeric port."""
+    host = headers.get("host", "")
+    ports = host.split(":")[1:] if ":" in host else [headers.get("x-forwarded-port", "80")]
+    if len(ports) != 1 or not ports[0].isdecimal():
+        raise InvalidEventError("The request's host or port is malformed")
+
+
+def check_http_event(event: object) -> LambdaEvent:
+    """The event, if it is an HTTP request of a kind this boundary accepts; else a 400."""
+    kind, http_event = _event_kind(event)
+    try:
+        (_V2 if kind == "2.0" else _V1).validate_python(http_event)
+    except ValidationError as exc:
+        # The top-level field only: deeper parts of the location can be the caller's header names.
+        location = exc.errors()[0]["loc"]
+        field = location[0] if location else "event"
+        raise InvalidEventError(f"The event's {field} is not valid for an HTTP request") from None
+    _check_server(_headers(http_event, kind))
+    if http_event.get("isBase64Encoded") and http_event.get("body"):
+        try:
+            base64.b64decode(http_event["body"], validate=True)
+        except ValueError:  # binascii.Error, or text that is not ASCII
+            raise InvalidEventError("The body is marked base64 but is not base64") from None
+    return http_event
+
+
+# The handler's context is `Any` because Mangum types it with a Protocol of its own, which
+# Powertools' LambdaContext (read-only properties) does not satisfy for mypy.
+type HttpHandler = Callable[[LambdaEvent, Any], Mapping[str, Any]]
+type LambdaHandler = Callable[[Any, LambdaContext], dict[str, Any]]
+
+
+def _error(exc: Exception) -> dict[str, Any]:
+    error = error_response(exc)
+    return dict(json_response(error.status_code, error.body, error.headers))
+
+
+def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
+    """Wrap a Lambda handler: request id in the logs, HTTP events only, JSON errors only."""
+
+    @powertools_logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
     @wraps(handler)
-    def wrapper(event: LambdaEvent, context: LambdaContext) -> LambdaResponse:
+    def boundary(event: Any, context: LambdaContext) -> dict[str, Any]:
+        try:
+            http_event = check_http_event(event)
+        except InvalidEventError as exc:
+            logger.warning("invalid event", extra={"reason": str(exc)})
+            return _error(exc)
         try:
             with deadline_for(context):
-                return handler(event, context)
+                return dict(handler(http_event, context))
         except Exception as exc:  # the Lambda boundary: every error becomes a JSON response
-            error = error_response(exc)
-            return json_response(error.status_code, error.body, error.headers)
+            return _error(exc)
 
-    return wrapper
+    return boundary

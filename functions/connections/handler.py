@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.connections.report import read_report
 from shared.db import autocommit_connection
-from shared.http import LambdaEvent, LambdaResponse, json_errors, json_response
-from shared.logs import logger
-
-if TYPE_CHECKING:  # a Protocol, for type checking only: no Mangum in this function's zip
-    from mangum.types import LambdaContext
+from shared.http import LambdaEvent, LambdaResponse, json_response, lambda_boundary
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
-@json_errors
+@lambda_boundary
 def handler(event: LambdaEvent, context: LambdaContext) -> LambdaResponse:
     """Report connection usage by application name and state."""
     with autocommit_connection() as conn:

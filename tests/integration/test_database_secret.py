@@ -1,34 +1,55 @@
 """The database URL from AWS Secrets Manager (emulated by moto), used through the pooler.
 
 Functions get only the secret's ARN. They read it on first use, keep it across warm
-invocations, and after a failed login read it once more and retry, so a rotated password
-costs no failed request. A missing or malformed secret is a 503 that never shows the secret.
+invocations, and after a failed login read it again (at most once per interval) and retry if
+it changed, taking the whole URL from it. Secrets Manager itself is called with short timeouts
+and two attempts at most. Whatever goes wrong, no response and no output shows the password,
+even with the root logger at DEBUG.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import boto3
 import pytest
-from aws_lambda_powertools.utilities.parameters.base import clear_caches
 
+import shared.secrets
 from functions.health.handler import handler as health_handler
+from functions.items.handler import handler as items_handler
 from infra.local_stack import LocalStack
-from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
+from shared.db import get_engine
+from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
+from shared.secrets import secrets_manager_client
+from tests.fixtures.lambda_events import FunctionOutput, LambdaTestContext, body_of, http_event
 from tests.fixtures.stack import TEST_PASSWORD, reset_caches
 
 WRONG_PASSWORD = "rotated-away-hunter2"
+PLACEHOLDER = "Q3vWm0ZpX8aT4nR7kY1cL6hB9dS2fJ5e"  # as GenerateSecretString makes it
+FAILED_LOGIN = re.compile(r"ERROR .* password authentication failed")  # one per failed login
 
 
 class Secrets:
-    """A secret in moto's Secrets Manager, and the functions' environment pointing at it."""
+    """A secret in moto's Secrets Manager, the functions' environment pointing at it, and a
+    count of the GetSecretValue calls the functions make."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.client = boto3.client("secretsmanager")
         self.monkeypatch = monkeypatch
+        self.reads = 0
+        secrets_manager_client().meta.events.register(
+            "before-call.secrets-manager.GetSecretValue", self._count
+        )
+
+    def _count(self, **_: Any) -> None:
+        self.reads += 1
 
     def use(self, value: str) -> str:
         arn: str = self.client.create_secret(Name="app/test/database-url", SecretString=value)[
@@ -47,13 +68,19 @@ class Secrets:
 
 @pytest.fixture
 def secrets(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
-    """Moto's Secrets Manager, DATABASE_URL unset, fresh caches before and after."""
+    """Moto's Secrets Manager, DATABASE_URL unset, fresh client and caches before and after."""
     monkeypatch.delenv("DATABASE_URL")
-    clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it unannotated
+    secrets_manager_client.cache_clear()
     yield Secrets(monkeypatch)
     monkeypatch.undo()
-    clear_caches()  # type: ignore[no-untyped-call]
+    secrets_manager_client.cache_clear()
     reset_caches()
+
+
+@pytest.fixture
+def interval_passed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the instance last read the secret longer ago than the refresh interval."""
+    monkeypatch.setattr(shared.secrets, "MIN_REFRESH_INTERVAL_S", 0.0)
 
 
 def pooler_url(stack: LocalStack, password: str) -> str:
@@ -61,7 +88,13 @@ def pooler_url(stack: LocalStack, password: str) -> str:
 
 
 def health() -> dict[str, Any]:
-    return dict(health_handler(http_event("get_health"), LambdaTestContext()))
+    return health_handler(http_event("get_health"), LambdaTestContext())
+
+
+def failed_logins(stack: LocalStack, since: int) -> int:
+    with stack.pgbouncer_log.open(encoding="utf-8", errors="replace") as log:
+        log.seek(since)
+        return sum(bool(FAILED_LOGIN.search(line)) for line in log)
 
 
 @pytest.mark.parametrize("shape", ["url", "json-url", "rds-json"])
@@ -85,8 +118,10 @@ def test_url_is_read_from_the_secret_and_kept_across_invocations(
 
     assert first["statusCode"] == 200
     assert second["statusCode"] == 200
+    assert secrets.reads == 1
 
 
+@pytest.mark.usefixtures("interval_passed")
 def test_rotated_password_costs_no_failed_request(stack: LocalStack, secrets: Secrets) -> None:
     arn = secrets.use(pooler_url(stack, WRONG_PASSWORD))
     stale = health()  # control: the stale password really fails through the pooler
@@ -94,53 +129,289 @@ def test_rotated_password_costs_no_failed_request(stack: LocalStack, secrets: Se
     secrets.rotate(arn, stack.pooler_url())
     after_rotation = health()
     secrets.delete(arn)
-    next_invocation = health()  # the refreshed credentials were kept
+    next_invocation = health()  # the refreshed URL was kept
 
     assert stale["statusCode"] == 503
     assert after_rotation["statusCode"] == 200
     assert next_invocation["statusCode"] == 200
 
 
-@pytest.mark.parametrize(
-    "value", [WRONG_PASSWORD, f'{{"username": "postgres", "password": "{WRONG_PASSWORD}"']
-)
-def test_malformed_secret_is_503_without_the_secret_text(
-    secrets: Secrets, capfd: pytest.CaptureFixture[str], value: str
+def test_wrong_password_costs_one_failed_login_and_no_read_within_the_interval(
+    stack: LocalStack, secrets: Secrets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secrets.use(value)
+    arn = secrets.use(pooler_url(stack, WRONG_PASSWORD))
+    log_start = stack.pgbouncer_log.stat().st_size
 
+    statuses = [health()["statusCode"] for _ in range(5)]
+    time.sleep(0.2)  # PgBouncer writes its log asynchronously to us
+    logins = failed_logins(stack, log_start)
+    reads_while_wrong = secrets.reads
+    secrets.rotate(arn, stack.pooler_url())
+    within_interval = health()["statusCode"]  # the price of the bound: no read yet
+    monkeypatch.setattr(shared.secrets, "MIN_REFRESH_INTERVAL_S", 0.0)
+    after_interval = health()["statusCode"]
+
+    assert statuses == [503] * 5
+    assert logins == 5
+    assert reads_while_wrong == 1  # the first read, none after
+    assert within_interval == 503
+    assert after_interval == 200
+    assert secrets.reads == 2
+
+
+@pytest.mark.usefixtures("interval_passed")
+def test_whole_url_comes_from_the_refreshed_secret(stack: LocalStack, secrets: Secrets) -> None:
+    arn = secrets.use(pooler_url(stack, WRONG_PASSWORD))
+    assert health()["statusCode"] == 503
+
+    secrets.rotate(arn, stack.direct_url())  # another port: Postgres itself, not the pooler
     response = health()
-    output = "".join(capfd.readouterr())
+    with get_engine().connect() as conn:
+        connected_port = conn.connection.driver_connection.info.port  # type: ignore[union-attr]
 
-    assert response["statusCode"] == 503
-    assert response["headers"]["Retry-After"]
-    assert body_of(response)["code"] == "service_unavailable"
-    assert WRONG_PASSWORD not in response["body"]
-    assert WRONG_PASSWORD not in output
+    assert response["statusCode"] == 200
+    assert connected_port == stack.config.postgres_port
 
 
-def test_warm_instance_recovers_once_the_placeholder_is_replaced(
+@pytest.mark.usefixtures("interval_passed")
+def test_threads_that_refresh_at_once_read_the_secret_once(
     stack: LocalStack, secrets: Secrets
 ) -> None:
-    arn = secrets.use("GeneratedPlaceholderWithoutAnyUrl")  # as the stack creates it
+    arn = secrets.use(pooler_url(stack, WRONG_PASSWORD))
+    assert health()["statusCode"] == 503
+    reads_before = secrets.reads
+    secrets.rotate(arn, stack.pooler_url())
+    start = threading.Barrier(6)
+    statuses: list[int] = []
+
+    def request() -> None:
+        start.wait()
+        statuses.append(health()["statusCode"])
+
+    threads = [threading.Thread(target=request) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [200] * 6
+    assert secrets.reads - reads_before == 1
+
+
+def test_placeholder_is_503_and_a_warm_instance_recovers_once_it_is_set(
+    stack: LocalStack, secrets: Secrets
+) -> None:
+    arn = secrets.use(PLACEHOLDER)
 
     before = health()
     secrets.rotate(arn, stack.pooler_url())  # `make secret STAGE=...`
     after = health()
 
-    assert before["statusCode"] == 503
+    assert before["statusCode"] == DatabaseSecretNotSetError.status_code == 503
+    assert before["headers"]["Retry-After"]
     assert after["statusCode"] == 200
 
 
-def test_missing_secret_is_503(
-    secrets: Secrets, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "value",
+    ['{"username": "postgres"}', f'{{"username": "postgres", "password": "{WRONG_PASSWORD}"'],
+)
+def test_malformed_secret_is_a_config_error_without_the_secret_text(
+    secrets: Secrets, function_output: FunctionOutput, value: str
 ) -> None:
-    arn = secrets.use("placeholder")
+    secrets.use(value)
+
+    response = health()
+    output = function_output.read()
+
+    assert response["statusCode"] == DatabaseConfigError.status_code
+    assert isinstance(body_of(response)["message"], str)
+    assert WRONG_PASSWORD not in response["body"]
+    assert WRONG_PASSWORD not in output
+
+
+def test_missing_secret_is_a_config_error(
+    secrets: Secrets, function_output: FunctionOutput
+) -> None:
+    arn = secrets.use(PLACEHOLDER)
     secrets.delete(arn)
 
     response = health()
-    output = "".join(capfd.readouterr())
+
+    assert response["statusCode"] == DatabaseConfigError.status_code
+    assert "Traceback" not in function_output.read()
+
+
+@pytest.fixture
+def silent_secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """Secrets Manager's endpoint on a port that accepts connections and never answers; the
+    times at which connections arrived, one per attempt."""
+    attempts: list[float] = []
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            attempts.append(time.monotonic())
+            accepted.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = server.getsockname()[1]
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-central-1",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"http://127.0.0.1:{port}",
+        "DATABASE_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:x",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DATABASE_URL")
+    secrets_manager_client.cache_clear()
+    reset_caches()
+    yield attempts
+    server.close()
+    for connection in accepted:
+        connection.close()
+    monkeypatch.undo()
+    secrets_manager_client.cache_clear()
+    reset_caches()
+
+
+def test_silent_secrets_manager_is_503_after_two_short_attempts(
+    silent_secrets_manager: list[float],
+) -> None:
+    started = time.monotonic()
+    response = health()
+    elapsed = time.monotonic() - started
 
     assert response["statusCode"] == 503
-    assert body_of(response)["message"] == "The database secret cannot be read"
-    assert "Traceback" not in output
+    assert response["headers"]["Retry-After"]
+    assert len(silent_secrets_manager) == shared.secrets.MAX_ATTEMPTS == 2
+    # Two read timeouts and one backoff of at most a second, with slack for a busy machine.
+    assert elapsed < 2 * shared.secrets.READ_TIMEOUT_S + 1 + 1.5
+
+
+# --- the canary: no password anywhere, on any error path, with DEBUG logging ----------------
+
+CANARY = "c@n:a/r%y?#&= +1"
+"""A stored password with every character that URLs treat specially."""
+
+
+def canary_forms(password: str) -> tuple[str, ...]:
+    return (password, quote(password, safe=""), quote_plus(password), quote(password))
+
+
+def url_with(stack: LocalStack, password: str, *, port: int | None = None) -> str:
+    url = pooler_url(stack, password)
+    return url if port is None else url.replace(str(stack.config.pooler_port), str(port))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+ENV_CASES: dict[str, Callable[[LocalStack], str]] = {
+    "url-unreachable": lambda stack: url_with(stack, CANARY, port=free_port()),
+    "url-wrong-password": lambda stack: url_with(stack, CANARY),
+    "url-malformed": lambda stack: f"postgresql://postgres:{CANARY}@127.0.0.1:5432/postgres",
+}
+SECRET_CASES: dict[str, Callable[[LocalStack], str]] = {
+    "secret-rotated": lambda stack: url_with(stack, CANARY),
+    "secret-unreachable": lambda stack: url_with(stack, CANARY, port=free_port()),
+    "secret-malformed": lambda _: f'{{"username": "postgres", "password": "{CANARY}"}}',
+    "secret-truncated": lambda _: f'{{"username": "postgres", "password": "{CANARY}"',
+    "secret-url-unescaped": lambda _: f"postgresql://postgres:{CANARY}@127.0.0.1:1/postgres",
+    "secret-placeholder": lambda _: PLACEHOLDER,
+    "secret-missing": lambda stack: url_with(stack, CANARY),
+}
+
+
+@pytest.fixture
+def debug_everywhere(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """Root logger and the functions' own loggers at DEBUG, captured by caplog too."""
+    for name in (None, "shared", "functions", "mangum", "service_undefined", "pytest"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    caplog.set_level(logging.WARNING, logger="moto")  # the emulator, not deployed code
+    return caplog
+
+
+def invoke_both() -> list[dict[str, Any]]:
+    return [
+        health(),
+        items_handler(http_event("get_item"), LambdaTestContext()),
+    ]
+
+
+def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Messages, arguments and extra fields of every record, not only the formatted text."""
+    return caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
+
+
+def assert_no_password(responses: list[dict[str, Any]], output: str, logged: str) -> None:
+    assert all(r["statusCode"] >= 500 for r in responses)
+    for password in (CANARY, TEST_PASSWORD):
+        for form in canary_forms(password):
+            for response in responses:
+                assert form not in repr(response)
+            assert form not in output
+            assert form not in logged
+
+
+@pytest.mark.parametrize("case", ENV_CASES)
+def test_no_password_in_output_or_responses_with_a_url(
+    stack: LocalStack,
+    monkeypatch: pytest.MonkeyPatch,
+    debug_everywhere: pytest.LogCaptureFixture,
+    function_output: FunctionOutput,
+    case: str,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", ENV_CASES[case](stack))
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT", "2")
+    reset_caches()
+    try:
+        responses = invoke_both()
+    finally:
+        monkeypatch.undo()
+        reset_caches()
+
+    assert_no_password(responses, function_output.read(), everything_logged(debug_everywhere))
+
+
+@pytest.mark.parametrize("case", SECRET_CASES)
+def test_no_password_in_output_or_responses_with_the_deployed_secret(
+    stack: LocalStack,
+    secrets: Secrets,
+    interval_passed: None,
+    debug_everywhere: pytest.LogCaptureFixture,
+    function_output: FunctionOutput,
+    case: str,
+) -> None:
+    arn = secrets.use(SECRET_CASES[case](stack))
+    if case == "secret-missing":
+        secrets.delete(arn)
+
+    responses = invoke_both()
+
+    assert_no_password(responses, function_output.read(), everything_logged(debug_everywhere))
+    assert secrets.reads >= 1  # the secret path really ran
+
+
+def test_control_uncapped_botocore_logs_the_password_at_debug(
+    stack: LocalStack,
+    secrets: Secrets,
+    debug_everywhere: pytest.LogCaptureFixture,
+) -> None:
+    """The leak the cap prevents, seen by the same capture: botocore prints response bodies."""
+    secrets.use(url_with(stack, CANARY))
+    debug_everywhere.set_level(logging.DEBUG, logger="botocore")
+
+    health()
+
+    assert any(form in everything_logged(debug_everywhere) for form in canary_forms(CANARY))

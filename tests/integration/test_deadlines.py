@@ -70,7 +70,7 @@ class Answer:
 
 def invoke(route: str, **event: Any) -> Answer:
     """Invoke a handler with a context that leaves REMAINING_MS, and time the answer."""
-    context = LambdaTestContext(remaining_ms=REMAINING_MS)
+    context = LambdaTestContext(timeout_ms=REMAINING_MS)
     started = time.monotonic()
     if route == "health":
         response: dict[str, Any] = dict(health_handler(http_event("get_health"), context))

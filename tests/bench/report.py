@@ -194,6 +194,6 @@ def build_report(
     md.heading("Targets (issue 10)")
     md.table(
         ["target", "figure", "limit", "verdict"],
-        [[t.what, f"{t.figure:g}", f"{t.limit:g} {t.unit}", t.verdict()] for t in targets],
+        [[t.what, f"{t.figure:.3g}", f"{t.limit:g} {t.unit}", t.verdict()] for t in targets],
     )
     return "\n".join(md.lines), targets

@@ -17,7 +17,8 @@ ARCH ?= $(or $(LAMBDA_ARCHITECTURE),arm64)
 export LAMBDA_ARCHITECTURE := $(ARCH)
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
-.PHONY: help install dev test lint fmt migrate stack-up stack-down package deploy secret remove clean
+.PHONY: help install dev test lint fmt migrate stack-up stack-down package deploy secret remove clean \
+	bench llvm-strip
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -27,7 +28,7 @@ install: .venv/.synced node_modules/.package-lock.json ## Install Python and npm
 dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :3000
 	$(RUN) python -m infra.dev
 
-test: install lint ## Lint, then unit, integration and end-to-end tests
+test: install lint llvm-strip ## Lint, then unit, integration and end-to-end tests
 	$(RUN) pytest
 
 lint: install ## ruff and mypy (strict)
@@ -53,12 +54,12 @@ stack-up: install ## Start only the local Postgres + PgBouncer
 stack-down: install ## Stop the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack stop
 
-package: install ## Build the Lambda zips and package the stack offline: STAGE=dev [ARCH=x86_64]
+package: install llvm-strip ## Build the Lambda zips and package the stack offline: STAGE=dev [ARCH=x86_64]
 	$(require_stage)
 	$(RUN) python -m infra.package --arch $(ARCH)
 	$(SERVERLESS) package --stage $(STAGE)
 
-deploy: install ## Build the zips and deploy: make deploy STAGE=dev [ARCH=x86_64]
+deploy: install llvm-strip ## Build the zips and deploy: make deploy STAGE=dev [ARCH=x86_64]
 	$(require_stage)
 	$(RUN) python -m infra.package --arch $(ARCH)
 	$(SERVERLESS) deploy --stage $(STAGE)
@@ -70,6 +71,9 @@ secret: install ## Store the pooler URL (or SECRET=direct: the migrations' URL) 
 remove: install ## Delete the stage's stack, secrets included: make remove STAGE=dev
 	$(require_stage)
 	$(SERVERLESS) remove --stage $(STAGE)
+
+bench: install llvm-strip ## Measure latency, exchanges, cold start, zip sizes, a burst (minutes; not in CI)
+	$(RUN) python -m tests.bench
 
 clean: ## Remove installed dependencies and local state (stop the stack first)
 	rm -rf .venv .tools node_modules .local .serverless dist .mypy_cache .ruff_cache .pytest_cache
@@ -87,9 +91,14 @@ node_modules/.package-lock.json: package.json package-lock.json
 	python3 -m venv .tools
 	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# infra/slim.py strips the zips' shared libraries for either architecture with llvm-strip.
+llvm-strip:
+	@[ -n "$$LLVM_STRIP" ] || command -v llvm-strip >/dev/null || compgen -c llvm-strip- >/dev/null \
+		|| $(call apt_or_explain,llvm,llvm-strip,llvm)
+
 # Install Debian packages when root with apt-get, else stop with the command to run.
 define apt_or_explain
 { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1); \
-  else echo "$(2) is missing: run 'sudo apt-get install -y $(1)' (macOS: 'brew install node python')" >&2; exit 1; fi; }
+  else echo "$(2) is missing: run 'sudo apt-get install -y $(1)' (macOS: 'brew install $(or $(3),node python)')" >&2; exit 1; fi; }
 endef

@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from infra.slim import slim
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DIST = PROJECT_ROOT / "dist"
 PLATFORMS = {"arm64": "aarch64-manylinux_2_28", "x86_64": "x86_64-manylinux_2_28"}
@@ -154,6 +156,7 @@ def build(arch: str, service: Service | None = None) -> dict[str, Path]:
         if function.groups not in installed:
             site = work / ("deps-" + "-".join(function.groups or ("core",)))
             install_dependencies(function.groups, arch, service.python_version, site)
+            slim(site)
             compile_bytecode(site, service.python_version)
             installed[function.groups] = site
         staging = work / function.name

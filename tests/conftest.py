@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.aws",
     "tests.fixtures.lambda_events",
+    "tests.fixtures.proxy",
     "tests.fixtures.reporting",
     "tests.fixtures.stack",
 ]

@@ -7,20 +7,28 @@ Counted where they happen: logins in PgBouncer's log, statements in Postgres's l
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
+from fastapi import FastAPI
+from mangum import Mangum
 from sqlalchemy.orm import Session
 
+from functions.connections.handler import handler as connections_handler
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
 from infra.local_stack import LocalStack
 from shared.db import get_engine
 from shared.models import Item
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
-from tests.fixtures.stack import TEST_APPLICATION_NAME
+from tests.fixtures.proxy import ExchangeCounter
+from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
+from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
 
 STATEMENT = re.compile(rf"app={TEST_APPLICATION_NAME} .*LOG:\s+(?:statement|execute [^:]*): (.*)")
 # PgBouncer itself sends these on a server connection: tracked parameters and its health check.
@@ -116,3 +124,91 @@ def test_control_expire_on_commit_costs_a_second_login(stack: LocalStack) -> Non
 
     assert logins == 2
     assert any(s.upper().startswith("SELECT") for s in statements)
+
+
+REQUESTS: dict[str, tuple[Callable[[int], tuple[str, dict[str, Any]]], int]] = {
+    # route: (event for an existing item id, exchanges after login)
+    "health": (lambda _: ("get_health", {}), 1),
+    "connections": (lambda _: ("get_connections", {}), 1),
+    "items list": (lambda _: ("get_items", {"query": "limit=5"}), 1),
+    "items get": (lambda item_id: ("get_item", {"path": f"/items/{item_id}"}), 1),
+    "items create": (
+        lambda _: ("post_items", {"body": {"sku": f"X-{uuid.uuid4().hex[:12]}", "name": "x"}}),
+        2,
+    ),
+    "items update": (
+        lambda item_id: ("patch_item", {"path": f"/items/{item_id}", "body": {"quantity": 2}}),
+        2,
+    ),
+    "items delete": (lambda item_id: ("delete_item", {"path": f"/items/{item_id}"}), 2),
+}
+HANDLERS = {"get_health": health_handler, "get_connections": connections_handler}
+
+
+def invoke(name: str, **event: Any) -> dict[str, Any]:
+    handler = HANDLERS.get(name, items_handler)
+    return dict(handler(http_event(name, **event), LambdaTestContext()))
+
+
+@pytest.mark.parametrize("request_name", REQUESTS)
+def test_reads_take_one_exchange_and_writes_two_after_the_login(
+    database: LocalStack,
+    exchange_counter: ExchangeCounter,
+    monkeypatch: pytest.MonkeyPatch,
+    request_name: str,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
+    reset_caches()
+    created = invoke("post_items", body={"sku": f"X-{uuid.uuid4().hex[:12]}", "name": "x"})
+    invoke("get_health")  # both engines initialised: their first connection runs extra queries
+    exchange_counter.reset()
+    build_event, expected = REQUESTS[request_name]
+    name, event = build_event(body_of(created)["id"])
+
+    response = invoke(name, **event)
+
+    assert response["statusCode"] in (200, 201, 204)
+    [connection] = exchange_counter.settled()
+    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, expected)
+    reset_caches()
+
+
+@pytest.fixture
+def threads_started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads started from now on, in this process."""
+    started: list[str] = []
+    original_start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        original_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    return started
+
+
+def test_fastapi_function_starts_no_thread_per_request(threads_started: list[str]) -> None:
+    created = invoke("post_items", body={"sku": f"T-{uuid.uuid4().hex[:12]}", "name": "t"})
+    path = f"/items/{body_of(created)['id']}"
+    threads_started.clear()  # the deadline watchdog starts once per process
+
+    for _ in range(20):
+        assert invoke("get_item", path=path)["statusCode"] == 200
+        assert invoke("patch_item", path=path, body={"quantity": 1})["statusCode"] == 200
+
+    assert threads_started == []
+
+
+def test_control_a_sync_route_starts_a_thread_per_request(threads_started: list[str]) -> None:
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    def sync_route(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    naive = Mangum(app, lifespan="off")
+    for _ in range(3):
+        response = naive(http_event("get_item", path="/items/1"), LambdaTestContext())  # type: ignore[arg-type]
+        assert response["statusCode"] == 200
+
+    assert len(threads_started) >= 3

@@ -8,8 +8,6 @@ database URL may appear anywhere in the template.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +16,10 @@ from typing import Any
 import pytest
 
 from shared.settings import Settings
+from tests.package.templates import cfn_lint, serverless_package
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"
 SUPABASE_MICRO_POOLER_CLIENTS = 200
-# The only finding, on every route: the framework adds a DependsOn that a Ref already implies.
-FRAMEWORK_FINDINGS = ["W3005"]
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +27,7 @@ def template(
     zips_arm64: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Any]:
     """The template `serverless package --stage ci` writes, with no AWS credentials."""
-    output = tmp_path_factory.mktemp("serverless-package")
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("AWS_") and name != "DATABASE_URL"
-    }
-    env |= {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
-    done = subprocess.run(
-        [str(SERVERLESS), "package", "--stage", "ci", "--package", str(output)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    path = output / "cloudformation-template-update-stack.json"
-    loaded: dict[str, Any] = json.loads(path.read_text())
-    loaded["__path__"] = str(path)
-    return loaded
+    return serverless_package(tmp_path_factory.mktemp("serverless-package"))
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -68,17 +45,7 @@ def statements(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def test_cfn_lint_passes(template: dict[str, Any]) -> None:
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "cfn-lint"),
-            "--ignore-checks",
-            *FRAMEWORK_FINDINGS,
-            "--",
-            template["__path__"],
-        ],
-        capture_output=True,
-        text=True,
-    )
+    done = cfn_lint(template)
 
     assert done.returncode == 0, done.stdout + done.stderr
 

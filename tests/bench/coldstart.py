@@ -1,0 +1,206 @@
+"""Cold start from the real zips, as Lambda starts them, against references measured alongside.
+
+Each zip is unpacked into a read-only folder and run by the runtime's Python with `-S -B` (no
+site-packages, no bytecode writes), a new process per sample. A folder with boto3 and its
+dependencies stands in for the runtime's own `/var/runtime`, on the path in every scenario:
+
+- bare interpreter: `python -S -B -c pass`, the floor;
+- import: the handler module, with the zip's `.pyc`, and the same zip without them;
+- import + first request with `DATABASE_URL`;
+- import + first request with `DATABASE_SECRET_ARN`, the deployed path, the secret served by
+  moto's server on loopback (`AWS_ENDPOINT_URL`).
+
+Samples are whole-process wall times (start to exit), interleaved across scenarios.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from tests.bench.contenders import BenchError
+from tests.fixtures.lambda_events import EVENTS_DIR
+
+__all__ = ["SCENARIOS", "measure_cold_starts"]
+
+SCENARIOS = (
+    "bare interpreter",
+    "import",
+    "import, no bytecode",
+    "import + first request, DATABASE_URL",
+    "import + first request, secret",
+)
+RUNTIME_PACKAGES = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "python-dateutil",
+    "six",
+    "urllib3",
+)
+REGION = "eu-central-1"
+FIRST_EVENTS = {"health": "get_health", "connections": "get_connections", "items": "get_item"}
+
+INVOKER = """
+import importlib, json, sys
+
+class Context:
+    function_name = "bench"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:bench"
+    aws_request_id = "bench-request"
+    log_group_name = "/aws/lambda/bench"
+    log_stream_name = "bench"
+    identity = client_context = None
+    def get_remaining_time_in_millis(self): return 10000
+
+module = importlib.import_module(sys.argv[1])
+if len(sys.argv) > 2:
+    with open(sys.argv[2]) as events:
+        response = module.handler(json.load(events), Context())
+    sys.stderr.write("BENCH-STATUS " + str(response["statusCode"]) + "\\n")
+"""
+
+
+def _unpack_read_only(zip_path: Path, target: Path, *, bytecode: bool) -> None:
+    with zipfile.ZipFile(zip_path) as archive:
+        archive.extractall(target)
+    if not bytecode:
+        for cache in sorted(target.rglob("__pycache__")):
+            shutil.rmtree(cache)
+    for path in sorted(target.rglob("*"), reverse=True):
+        path.chmod(
+            stat.S_IREAD | stat.S_IRGRP | stat.S_IROTH | (stat.S_IEXEC if path.is_dir() else 0)
+        )
+
+
+def _remove(path: Path) -> None:
+    if path.exists():
+        for child in path.rglob("*"):
+            child.chmod(0o755 if child.is_dir() else 0o644)
+        shutil.rmtree(path)
+
+
+def _install_runtime_packages(target: Path) -> None:
+    """boto3 and its dependencies as in this virtualenv, with bytecode, like /var/runtime."""
+    pins = [f"{name}=={importlib.metadata.version(name)}" for name in RUNTIME_PACKAGES]
+    uv = Path(sys.executable).parent / "uv"
+    done = subprocess.run(
+        [str(uv if uv.exists() else "uv"), "pip", "install", "--quiet", "--no-deps",
+         "--only-binary", ":all:", "--target", str(target), *pins],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise BenchError(f"could not install the runtime's boto3:\n{done.stderr}")
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], check=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
+    """Moto's server on loopback holding the URL; the environment that points AWS at it."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }
+    try:
+        client = boto3.client(
+            "secretsmanager",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=REGION,
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        )
+        arn = client.create_secret(Name="bench/database-url", SecretString=database_url)["ARN"]
+        yield env | {"DATABASE_SECRET_ARN": arn}
+    finally:
+        server.stop()
+
+
+def measure_cold_starts(
+    zips: dict[str, Path], database_url: str, read_id: int, work: Path, rounds: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per process, by function, then scenario."""
+    _remove(work)
+    runtime = work / "runtime"
+    _install_runtime_packages(runtime)
+    invoker = work / "invoke.py"
+    invoker.write_text(INVOKER)
+    events: dict[str, Path] = {}
+    for function, zip_path in zips.items():
+        _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
+        _unpack_read_only(zip_path, work / "no-bytecode" / function, bytecode=False)
+        event = json.loads((EVENTS_DIR / f"{FIRST_EVENTS[function]}.json").read_text())
+        if function == "items":
+            event["rawPath"] = event["requestContext"]["http"]["path"] = f"/items/{read_id}"
+            event["pathParameters"] = {"item_id": str(read_id)}
+        events[function] = work / f"{function}-event.json"
+        events[function].write_text(json.dumps(event))
+    python = getattr(sys, "_base_executable", sys.executable)
+    samples: dict[str, dict[str, list[float]]] = {f: {s: [] for s in SCENARIOS} for f in zips}
+    with _secret_served_locally(database_url) as secret_env:
+        for round_number in range(rounds):
+            for function in zips:
+                shift = round_number % len(SCENARIOS)
+                for scenario in SCENARIOS[shift:] + SCENARIOS[:shift]:
+                    root = work / ("no-bytecode" if "no bytecode" in scenario else "with-bytecode")
+                    task_root = root / function
+                    env = {
+                        "PATH": "/usr/bin:/bin",
+                        "PYTHONPATH": f"{task_root}{os.pathsep}{runtime}",
+                        "POWERTOOLS_SERVICE_NAME": "bench",
+                        "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
+                    }
+                    args = [str(invoker), f"functions.{function}.handler"]
+                    if scenario == "bare interpreter":
+                        args = ["-c", "pass"]
+                    elif scenario.endswith("DATABASE_URL"):
+                        env["DATABASE_URL"] = database_url
+                        args.append(str(events[function]))
+                    elif scenario.endswith("secret"):
+                        env |= secret_env
+                        args.append(str(events[function]))
+                    started = time.perf_counter()
+                    done = subprocess.run(
+                        [python, "-S", "-B", *args],
+                        cwd=task_root, env=env, capture_output=True, text=True, timeout=120,
+                    )  # fmt: skip
+                    elapsed = time.perf_counter() - started
+                    failed = done.returncode != 0 or (
+                        "first request" in scenario and "BENCH-STATUS 200" not in done.stderr
+                    )
+                    if failed:
+                        raise BenchError(f"{function}, {scenario}:\n{done.stderr[-2000:]}")
+                    samples[function][scenario].append(elapsed)
+    _remove(work)
+    return samples

@@ -1,0 +1,223 @@
+"""The three ways of serving each route that the benchmark compares.
+
+- `ProjectFunctions`: the real handlers of functions/, invoked in-process with API Gateway
+  v2.0 events, as the Lambda runtime invokes them.
+- `RawPsycopg`: the floor. The same SQL with psycopg on a fresh connection through the same
+  pooler: reads connect, SELECT, close; writes connect, BEGIN, INSERT/UPDATE/DELETE ...
+  RETURNING, COMMIT, close.
+- `NaiveFastAPI`: the reference a tutorial would produce (tests/bench/naive.py).
+
+Each `prepare(route)` returns the request as a thunk, so building events stays out of timing.
+Every request checks its status: a failed request is an error, never a fast sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import psycopg
+
+from functions.connections.handler import handler as connections_handler
+from functions.connections.report import USAGE_QUERY
+from functions.health.handler import handler as health_handler
+from functions.items.handler import handler as items_handler
+from tests.bench.naive import build_naive_handler
+from tests.fixtures.lambda_events import LambdaTestContext, http_event
+from tests.fixtures.stack import reset_caches
+
+__all__ = [
+    "READ_ROUTES",
+    "ROUTES",
+    "WRITE_ROUTES",
+    "BenchError",
+    "Contender",
+    "NaiveFastAPI",
+    "ProjectFunctions",
+    "RawPsycopg",
+]
+
+READ_ROUTES = ("health", "connections", "items list", "items get")
+WRITE_ROUTES = ("items create", "items update", "items delete")
+ROUTES = READ_ROUTES + WRITE_ROUTES
+APPLICATION_NAME = "bench"
+_skus = itertools.count()
+
+type Request = Callable[[], None]
+type Handler = Callable[[dict[str, Any], Any], Mapping[str, Any]]
+
+
+class BenchError(RuntimeError):
+    """A request of the benchmark failed, so its timings would mean nothing."""
+
+
+def _new_sku() -> str:
+    return f"BENCH-{os.getpid()}-{next(_skus)}"
+
+
+class Contender:
+    """One way of serving the routes; `item_id` is the row the write routes work on."""
+
+    name: ClassVar[str]
+
+    def __init__(self, read_id: int) -> None:
+        self.read_id = read_id
+        self.item_id: int | None = None
+
+    def prepare(self, route: str) -> Request:
+        raise NotImplementedError
+
+    def _write_id(self) -> int:
+        if self.item_id is None:
+            raise BenchError("update and delete need a created item")
+        return self.item_id
+
+
+class _LambdaHandlers(Contender):
+    """Invokes Lambda handlers with the stored API Gateway events."""
+
+    EXPECTED_STATUS: ClassVar[dict[str, int]] = {
+        "items create": 201,
+        "items delete": 204,
+    }
+
+    def handler_for(self, route: str) -> Handler:
+        raise NotImplementedError
+
+    def prepare(self, route: str) -> Request:
+        event = self._event(route)
+        handler = self.handler_for(route)
+        expected = self.EXPECTED_STATUS.get(route, 200)
+
+        def request() -> None:
+            response = handler(event, LambdaTestContext())
+            if response["statusCode"] != expected:
+                raise BenchError(f"{self.name} {route}: {response}")
+            if route == "items create":
+                self.item_id = int(json.loads(response["body"])["id"])
+
+        return request
+
+    def _event(self, route: str) -> dict[str, Any]:
+        match route:
+            case "health":
+                return http_event("get_health")
+            case "connections":
+                return http_event("get_connections")
+            case "items list":
+                return http_event("get_items", query="limit=20")
+            case "items get":
+                return http_event("get_item", path=f"/items/{self.read_id}")
+            case "items create":
+                return http_event("post_items", body={"sku": _new_sku(), "name": "Bench item"})
+            case "items update":
+                return http_event(
+                    "patch_item", path=f"/items/{self._write_id()}", body={"quantity": 7}
+                )
+            case "items delete":
+                return http_event("delete_item", path=f"/items/{self._write_id()}")
+        raise ValueError(route)
+
+
+class ProjectFunctions(_LambdaHandlers):
+    """The project's handlers, configured through the environment as when deployed."""
+
+    name = "project"
+
+    def __init__(self, read_id: int, database_url: str) -> None:
+        super().__init__(read_id)
+        os.environ["DATABASE_URL"] = database_url
+        os.environ["DB_APPLICATION_NAME"] = APPLICATION_NAME
+        os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
+        reset_caches()
+
+    def handler_for(self, route: str) -> Handler:
+        if route == "health":
+            return health_handler
+        if route == "connections":
+            return connections_handler
+        return items_handler
+
+
+class NaiveFastAPI(_LambdaHandlers):
+    """The tutorial-style FastAPI + Mangum function."""
+
+    name = "naive FastAPI"
+
+    def __init__(self, read_id: int, database_url: str) -> None:
+        super().__init__(read_id)
+        self.handler = build_naive_handler(database_url)
+
+    def handler_for(self, route: str) -> Handler:
+        return self.handler
+
+
+ITEM_COLUMNS = "id, sku, name, quantity, created_at, updated_at"
+RAW_SQL = {
+    "health": "SELECT 1",
+    "connections": USAGE_QUERY.text,
+    "items list": f"SELECT {ITEM_COLUMNS} FROM items WHERE id > %s ORDER BY id LIMIT %s",
+    "items get": f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s",
+    "items create": (
+        f"INSERT INTO items (sku, name, quantity) VALUES (%s, %s, %s) RETURNING {ITEM_COLUMNS}"
+    ),
+    "items update": (
+        f"UPDATE items SET quantity = %s, updated_at = now() WHERE id = %s RETURNING {ITEM_COLUMNS}"
+    ),
+    "items delete": "DELETE FROM items WHERE id = %s RETURNING id",
+}
+
+
+class RawPsycopg(Contender):
+    """psycopg alone, one fresh connection per request, with the project's connect settings."""
+
+    name = "raw psycopg"
+
+    def __init__(self, read_id: int, database_url: str) -> None:
+        super().__init__(read_id)
+        self.database_url = database_url
+
+    def _connect(self, *, autocommit: bool) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(
+            self.database_url,
+            autocommit=autocommit,
+            prepare_threshold=None,
+            sslmode="disable",
+            connect_timeout=3,
+            application_name=APPLICATION_NAME,
+            client_encoding="utf8",
+        )
+
+    def _params(self, route: str) -> list[Any]:
+        match route:
+            case "items list":
+                return [0, 21]
+            case "items get":
+                return [self.read_id]
+            case "items create":
+                return [_new_sku(), "Bench item", 0]
+            case "items update":
+                return [7, self._write_id()]
+            case "items delete":
+                return [self._write_id()]
+        return []
+
+    def prepare(self, route: str) -> Request:
+        query = RAW_SQL[route]
+        params = self._params(route)
+        write = route in WRITE_ROUTES
+
+        def request() -> None:
+            with self._connect(autocommit=not write) as conn:
+                rows = conn.execute(query, params).fetchall()
+                if not rows:
+                    raise BenchError(f"{self.name} {route}: no row")
+                if write:
+                    conn.commit()
+            if route == "items create":
+                self.item_id = int(rows[0][0])
+
+        return request

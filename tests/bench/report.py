@@ -1,0 +1,199 @@
+"""The benchmark's report: Markdown tables with each figure beside its reference and target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tests.bench.burst import BurstResult
+from tests.bench.coldstart import SCENARIOS
+from tests.bench.contenders import READ_ROUTES, ROUTES, WRITE_ROUTES
+from tests.bench.exchanges import RequestExchanges
+from tests.bench.sizes import ZipSize
+from tests.bench.stats import Ratio, ratio, summarize
+
+__all__ = ["Target", "build_report"]
+
+PROJECT, RAW, NAIVE = "project", "raw psycopg", "naive FastAPI"
+MIB = 2**20
+# The issue's targets (issue 10), as upper bounds.
+WARM_TARGETS = {"health": 1.10, "connections": 1.10, "items get": 1.25, "items create": 1.25}
+SECRET_OVER_URL_TARGET = 1.3
+ZIPPED_TARGETS = {"items": 10 * MIB, "health": 8 * MIB, "connections": 8 * MIB}
+TARGET_EXCHANGES = {**dict.fromkeys(READ_ROUTES, 1), **dict.fromkeys(WRITE_ROUTES, 2)}
+POOL_SIZE = 5
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the issue's targets and whether today's figure meets it."""
+
+    what: str
+    figure: float
+    limit: float
+    unit: str = "x"
+
+    @property
+    def met(self) -> bool:
+        return self.figure <= self.limit
+
+    def verdict(self) -> str:
+        if self.met:
+            return "met"
+        if self.unit == "x":
+            return f"missed by {100 * (self.figure / self.limit - 1):.0f}%"
+        return f"missed by {self.figure - self.limit:g} {self.unit}"
+
+
+@dataclass
+class _Markdown:
+    lines: list[str] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.lines += ["", f"## {text}", ""]
+
+    def paragraph(self, text: str) -> None:
+        self.lines += [text, ""]
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.lines.append("| " + " | ".join(header) + " |")
+        self.lines.append("|" + "---|" * len(header))
+        self.lines += ["| " + " | ".join(row) + " |" for row in rows]
+        self.lines.append("")
+
+
+def _x(value: Ratio) -> str:
+    return f"{value.median:.2f}x (p95 {value.p95:.2f}x)"
+
+
+def _ms(samples: list[float]) -> str:
+    summary = summarize(samples)
+    return f"{summary.median_ms:.2f} (p95 {summary.p95_ms:.2f})"
+
+
+def _wire(counts: RequestExchanges) -> str:
+    return f"{counts.connections} conn, {counts.login} login + {counts.statements}"
+
+
+def build_report(
+    *,
+    context: dict[str, str],
+    warm: dict[str, dict[str, list[float]]],
+    threads: dict[str, dict[str, float]],
+    exchanges: dict[str, dict[str, RequestExchanges]],
+    cold: dict[str, dict[str, list[float]]],
+    sizes: dict[str, dict[str, ZipSize]],
+    burst: BurstResult,
+) -> tuple[str, list[Target]]:
+    """The Markdown report and the targets with today's figures."""
+    targets: list[Target] = []
+    md = _Markdown(["# Benchmark", ""])
+    md.paragraph(", ".join(f"{key}: {value}" for key, value in context.items()))
+
+    md.heading("Warm latency per request (ms; ratios of medians, and of p95s)")
+    rows = []
+    for route in ROUTES:
+        to_raw = ratio(warm[PROJECT][route], warm[RAW][route])
+        to_naive = ratio(warm[PROJECT][route], warm[NAIVE][route])
+        target = WARM_TARGETS.get(route)
+        verdict = ""
+        if target is not None:
+            targets.append(Target(f"warm {route} vs raw psycopg", to_raw.median, target))
+            verdict = f"<= {target:.2f}x: {targets[-1].verdict()}"
+        rows.append([
+            route, _ms(warm[PROJECT][route]), _ms(warm[RAW][route]), _ms(warm[NAIVE][route]),
+            _x(to_raw), _x(to_naive), verdict,
+        ])  # fmt: skip
+    md.table(
+        ["route", "project", "raw psycopg", "naive FastAPI", "project / raw", "project / naive",
+         "target (project / raw)"],
+        rows,
+    )  # fmt: skip
+
+    md.heading("Exchanges with the pooler per warm request (connections, login + statements)")
+    rows = []
+    for route in ROUTES:
+        counts = exchanges[PROJECT][route]
+        goal = TARGET_EXCHANGES[route]
+        targets.append(Target(f"exchanges after login, {route}", counts.statements, goal, "ex."))
+        targets.append(Target(f"connections per request, {route}", counts.connections, 1, "conn"))
+        rows.append([
+            route, _wire(counts), _wire(exchanges[RAW][route]), _wire(exchanges[NAIVE][route]),
+            f"1 conn, {goal}: {targets[-2].verdict()}",
+        ])  # fmt: skip
+    md.table(["route", "project", "raw psycopg", "naive FastAPI", "target"], rows)
+
+    md.heading("Threads started per request")
+    rows = []
+    for route in ROUTES:
+        figure = threads[PROJECT][route]
+        targets.append(Target(f"threads per request, {route}", figure, 0, "threads"))
+        rows.append([route, f"{figure:g}", f"{threads[NAIVE][route]:g}", targets[-1].verdict()])
+    md.table(["route", "project", "naive FastAPI", "target 0"], rows)
+
+    md.heading("Cold start from the zips (whole process, s: median, p95)")
+    rows = []
+    for function, scenarios in cold.items():
+        secret_over_url = ratio(
+            scenarios["import + first request, secret"],
+            scenarios["import + first request, DATABASE_URL"],
+        )
+        targets.append(
+            Target(f"cold {function}: first request, secret / URL", secret_over_url.median,
+                   SECRET_OVER_URL_TARGET)
+        )  # fmt: skip
+        for scenario in SCENARIOS:
+            summary = summarize(scenarios[scenario])
+            rows.append([
+                function, scenario, f"{summary.median_ms / 1000:.3f}",
+                f"{summary.p95_ms / 1000:.3f}",
+            ])  # fmt: skip
+        pyc = ratio(scenarios["import"], scenarios["import, no bytecode"])
+        over_bare = ratio(scenarios["import"], scenarios["bare interpreter"])
+        first = ratio(scenarios["import + first request, DATABASE_URL"], scenarios["import"])
+        md_ratios = (
+            f"**{function}**: import with bytecode / without {_x(pyc)}; import / bare "
+            f"interpreter {_x(over_bare)}; import + first request (URL) / import {_x(first)}; "
+            f"first request with the secret / with the URL {_x(secret_over_url)} "
+            f"(target <= {SECRET_OVER_URL_TARGET}x: {targets[-1].verdict()})"
+        )
+        md.lines.append(f"- {md_ratios}")
+    md.lines.append("")
+    md.table(["function", "scenario", "median s", "p95 s"], rows)
+
+    md.heading("Zip sizes (MiB; largest top-level entries, compressed)")
+    rows = []
+    for arch, functions in sizes.items():
+        for function, size in functions.items():
+            limit = ZIPPED_TARGETS[function]
+            targets.append(
+                Target(f"zip {function} ({arch})", round(size.zipped / MIB, 2), limit / MIB, "MiB")
+            )
+            largest = ", ".join(f"{name} {n / MIB:.1f}" for name, n in size.largest.items())
+            rows.append([
+                arch, function, f"{size.zipped / MIB:.1f}", f"{size.unzipped / MIB:.1f}",
+                largest, f"<= {limit / MIB:g}: {targets[-1].verdict()}",
+            ])  # fmt: skip
+    md.table(["arch", "function", "zipped", "unzipped", "largest", "target"], rows)
+
+    md.heading(f"Burst: {burst.clients} concurrent clients, pool of {POOL_SIZE} server connections")
+    ok = burst.statuses.get("200", 0)
+    targets.append(Target("burst failures", burst.requests - ok, 0, "requests"))
+    targets.append(Target("burst peak server backends", burst.peak_backends, POOL_SIZE, "conn"))
+    latency = summarize(burst.latencies_s)
+    md.table(
+        ["clients", "requests", "succeeded", "outcomes", "wall s", "latency ms", "peak backends",
+         "peak PgBouncer servers", "peak waiting clients"],
+        [[
+            str(burst.clients), str(burst.requests), str(ok),
+            ", ".join(f"{k}: {v}" for k, v in sorted(burst.statuses.items())),
+            f"{burst.wall_s:.1f}", f"{latency.median_ms:.0f} (p95 {latency.p95_ms:.0f})",
+            str(burst.peak_backends), str(burst.peak_pool_servers), str(burst.peak_waiting_clients),
+        ]],
+    )  # fmt: skip
+
+    md.heading("Targets (issue 10)")
+    md.table(
+        ["target", "figure", "limit", "verdict"],
+        [[t.what, f"{t.figure:.3g}", f"{t.limit:g} {t.unit}", t.verdict()] for t in targets],
+    )
+    return "\n".join(md.lines), targets

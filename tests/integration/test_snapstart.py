@@ -1,0 +1,51 @@
+"""A SnapStart life cycle simulated in-process against the real pooler.
+
+Lambda runs init, then the before-snapshot hooks (in reverse order of registration), takes
+the snapshot, and in each restored copy runs the after-restore hooks (in order) before the
+first request. The counting proxy shows that nothing connected before the snapshot and that
+the restored copy serves requests with one connection each.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from collections.abc import Callable
+
+import pytest
+
+from functions.health.handler import handler as health_handler
+from functions.items.handler import handler as items_handler
+from infra.local_stack import LocalStack
+from shared import snapstart
+from tests.fixtures.lambda_events import LambdaTestContext, http_event
+from tests.fixtures.proxy import ExchangeCounter
+from tests.fixtures.stack import reset_caches
+
+
+def test_the_functions_serve_after_a_simulated_snapshot_and_restore(
+    database: LocalStack, exchange_counter: ExchangeCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before: list[Callable[[], None]] = []
+    after: list[Callable[[], None]] = []
+    runtime = types.ModuleType("snapshot_restore_py")
+    runtime.register_before_snapshot = before.append  # type: ignore[attr-defined]
+    runtime.register_after_restore = after.append  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "snapshot_restore_py", runtime)
+    monkeypatch.setattr(snapstart, "_registered", False)
+    monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
+    reset_caches()
+
+    assert snapstart.register_hooks()
+    for hook in reversed(before):
+        hook()
+    connected_before_snapshot = exchange_counter.settled()
+    for hook in after:
+        hook()
+    health = health_handler(http_event("get_health"), LambdaTestContext())
+    items = items_handler(http_event("get_items", query="limit=1"), LambdaTestContext())
+    reset_caches()
+
+    assert connected_before_snapshot == []
+    assert (health["statusCode"], items["statusCode"]) == (200, 200)
+    assert len(exchange_counter.settled()) == 2

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from infra.package import ARTIFACTS_DIR_VARIABLE, read_service
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,17 +28,20 @@ FRAMEWORK_FINDINGS = ["W3005"]
 
 
 @pytest.fixture(scope="module")
-def template(
-    zips_arm64: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    """The template `serverless package --stage ci` writes, with no AWS credentials."""
+def template(deployable: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The template `serverless package --stage ci` writes from the test build, with no AWS
+    credentials."""
     output = tmp_path_factory.mktemp("serverless-package")
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("AWS_") and name != "DATABASE_URL"
     }
-    env |= {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    env |= {
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        ARTIFACTS_DIR_VARIABLE: str(deployable),
+    }
     done = subprocess.run(
         [str(SERVERLESS), "package", "--stage", "ci", "--package", str(output)],
         cwd=ROOT,
@@ -130,7 +134,7 @@ def test_functions_fit_the_timeouts_the_runtime_and_the_pooler(
         )
         assert function["Timeout"] > connect_s + statement_s
         assert function["Runtime"] == runtime  # the tests run on the Lambda runtime's Python
-        assert function["Architectures"] == ["arm64"]
+        assert function["Architectures"] == [read_service().architecture]
         assert function["ReservedConcurrentExecutions"] >= 1
     assert sum(f["ReservedConcurrentExecutions"] for f in functions) < SUPABASE_MICRO_POOLER_CLIENTS
 

@@ -76,7 +76,8 @@ def to_sqlalchemy_url(raw: str) -> URL:
         raise DatabaseConfigError(NOT_POSTGRES)
     # An unescaped `@` or `/` in the password parses without error, into the wrong host.
     host, database = url.host or "", url.database or ""
-    if "@" in host or "/" in host or "@" in database or not 1 <= (url.port or 5432) <= 65535:
+    port_valid = url.port is None or 1 <= url.port <= 65535
+    if "@" in host or "/" in host or "@" in database or not port_valid:
         raise DatabaseConfigError(UNPARSEABLE)
     return url.set(drivername="postgresql+psycopg")
 

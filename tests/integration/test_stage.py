@@ -96,3 +96,14 @@ def test_migrate_refuses_a_transaction_pooler_secret(
 def test_migrate_before_the_direct_secret_is_set_says_what_to_run(stage_secrets: None) -> None:
     with pytest.raises(StageError, match=f"make secret STAGE={STAGE} SECRET=direct"):
         migrate(STAGE)
+
+
+def test_migrate_refuses_a_transaction_pooler_in_direct_database_url(
+    stage_secrets: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DIRECT_DATABASE_URL", SUPABASE_POOLER.format(password="hunter2", port=6543))
+
+    exit_code = main(["migrate", "--stage", STAGE])
+
+    assert exit_code == 1
+    assert capsys.readouterr().err == f"{MIGRATIONS_NEED_A_SESSION}\n"

@@ -43,6 +43,16 @@ def isolated_environment(environ: dict[str, str]) -> dict[str, str]:
     }
 
 
+def environment_outside_the_session() -> dict[str, str]:
+    """This process's environment as a developer's shell would have it without any settings:
+    for subprocesses that must read `.env` or variables as `make` commands do."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(USER_VARIABLE_PREFIXES) and name != ENV_FILE_VARIABLE
+    }
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _independent_of_the_developer_environment() -> Iterator[None]:
     """Run the whole session in `isolated_environment(os.environ)`."""

@@ -43,12 +43,16 @@ def alembic_config(url: URL | None = None) -> Config:
     return config
 
 
+def _uses_the_local_stack() -> bool:
+    settings = get_settings()
+    return settings.database_url is None and settings.direct_database_url is None
+
+
 def migration_url() -> URL:
     """The settings' migrations URL or, when no database URL is configured, the local stack's."""
-    settings = get_settings()
-    if settings.database_url is None and settings.direct_database_url is None:
+    if _uses_the_local_stack():
         return url_for(Purpose.MIGRATIONS, LocalStack(config_from_env()).direct_url())
-    return url_for(Purpose.MIGRATIONS, settings=settings)
+    return url_for(Purpose.MIGRATIONS, settings=get_settings())
 
 
 def describe(url: URL) -> str:
@@ -79,7 +83,10 @@ def main() -> int:
     """`make migrate`: upgrade to the latest migration; errors are one line and exit code 1."""
     try:
         url = migration_url()
-        sys.stderr.write(f"migrate: upgrading the {describe(url)} to the latest migration\n")
+        target = f"the {describe(url)}"
+        if _uses_the_local_stack():
+            target = f"the local stack's {describe(url)} (no DIRECT_DATABASE_URL set)"
+        sys.stderr.write(f"migrate: upgrading {target} to the latest migration\n")
         upgrade(url)
     except (DatabaseConfigError, CommandError) as error:
         sys.stderr.write(f"migrate: {error}\n")

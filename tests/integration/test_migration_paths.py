@@ -204,6 +204,7 @@ def test_with_no_url_anywhere_make_migrate_uses_the_local_stack(tmp_path: Path) 
     done = run(MAKE_MIGRATE, tmp_path, env_file={}, LOCAL_POSTGRES_PORT=str(port))
 
     assert done.returncode == 1
+    assert f"the local stack's database postgres on 127.0.0.1:{port}" in done.stderr
     assert done.stderr.splitlines()[-1] == (
         f"migrate: Cannot reach the database postgres on 127.0.0.1:{port}: Connection refused"
     )

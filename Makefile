@@ -11,14 +11,12 @@ UV := $(shell uv --version >/dev/null 2>&1 && command -v uv || echo .tools/bin/u
 RUN := $(UV) run --frozen
 SERVERLESS := node_modules/.bin/serverless
 
-# Deploying: `make deploy STAGE=dev`; ARCH must match provider.architecture (arm64 by default).
+# Deploying: `make deploy STAGE=dev`. The architecture is serverless.yml's provider.architecture.
 STAGE ?=
-ARCH ?= $(or $(LAMBDA_ARCHITECTURE),arm64)
-export LAMBDA_ARCHITECTURE := $(ARCH)
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
-.PHONY: help install dev test lint fmt migrate stack-up stack-down package deploy secret remove clean \
-	bench llvm-strip
+.PHONY: help install dev test test-unit lint fmt migrate migration stack-up stack-down package \
+	deploy secret remove clean bench llvm-strip
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -28,8 +26,11 @@ install: .venv/.synced node_modules/.package-lock.json ## Install Python and npm
 dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :3000
 	$(RUN) python -m infra.dev
 
-test: install lint llvm-strip ## Lint, then unit, integration and end-to-end tests
+test: install lint llvm-strip ## Lint, then unit, integration, package and end-to-end tests (what CI runs)
 	$(RUN) pytest
+
+test-unit: install ## Unit tests only: no database, no build, seconds
+	$(RUN) pytest -m "not (integration or e2e or package)"
 
 lint: install ## ruff and mypy (strict)
 	$(RUN) ruff check .
@@ -40,13 +41,16 @@ fmt: install ## Format and fix what ruff can
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-migrate: install ## Apply migrations: local stack, DIRECT_DATABASE_URL, or STAGE's direct secret
+migrate: install ## Apply migrations: DIRECT_DATABASE_URL (env or .env), else the local stack; or STAGE's secret
 ifdef STAGE
 	$(RUN) python -m infra.stage migrate --stage $(STAGE)
 else
-	DIRECT_DATABASE_URL="$${DIRECT_DATABASE_URL:-$$($(RUN) python -m infra.local_stack url --direct)}" \
-		$(RUN) alembic upgrade head
+	$(RUN) python -m infra.migrate
 endif
+
+migration: install ## New migration from the models, against the migrated database: MSG="add orders"
+	$(if $(MSG),,$(error describe the change, for example: make migration MSG="add orders"))
+	$(RUN) alembic revision --autogenerate -m "$(MSG)"
 
 stack-up: install ## Start only the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack start
@@ -54,14 +58,17 @@ stack-up: install ## Start only the local Postgres + PgBouncer
 stack-down: install ## Stop the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack stop
 
-package: install llvm-strip ## Build the Lambda zips and package the stack offline: STAGE=dev [ARCH=x86_64]
+# Both always rebuild, then check the zips against the working tree right before serverless.
+package: install llvm-strip ## Build the Lambda zips and package the stack offline: STAGE=dev
 	$(require_stage)
-	$(RUN) python -m infra.package --arch $(ARCH)
+	$(RUN) python -m infra.package build
+	$(RUN) python -m infra.package verify
 	$(SERVERLESS) package --stage $(STAGE)
 
-deploy: install llvm-strip ## Build the zips and deploy: make deploy STAGE=dev [ARCH=x86_64]
+deploy: install llvm-strip ## Build the zips and deploy: make deploy STAGE=dev
 	$(require_stage)
-	$(RUN) python -m infra.package --arch $(ARCH)
+	$(RUN) python -m infra.package build
+	$(RUN) python -m infra.package verify
 	$(SERVERLESS) deploy --stage $(STAGE)
 
 secret: install ## Store the pooler URL (or SECRET=direct: the migrations' URL) for STAGE

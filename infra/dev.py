@@ -12,6 +12,8 @@ import signal
 import sys
 from types import FrameType
 
+from alembic.util import CommandError
+
 from infra import local_stack
 from infra.migrate import upgrade
 from infra.offline import start_offline, stop_offline
@@ -46,8 +48,8 @@ def main() -> int:
             return 0
         finally:
             stop_offline(process)
-    except local_stack.StackError as error:
-        logger.error("%s", error)
+    except (local_stack.StackError, CommandError) as error:
+        logger.error("%s", error)  # one line: a stack that cannot start, a failed migration
         return 1
     finally:
         if started_here:

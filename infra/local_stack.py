@@ -10,6 +10,13 @@ integration tests run against this imitation instead:
   role's SCRAM secret (never the plaintext) in its userlist: PgBouncer then logs in to Postgres
   by reusing the client's SCRAM proof, the pass-through Supavisor also relies on.
   https://www.pgbouncer.org/config.html#authentication-file-format
+- `max_prepared_statements = 0` wherever PgBouncer knows the setting (1.21+; 1.24+ turns it on
+  by default). With it on, PgBouncer carries psycopg's named prepared statements (libpq 17+)
+  and code that prepares would pass here; Supavisor leaves them off unless asked and RDS Proxy
+  pins the session on them, so the stack stays as strict as the strictest of them.
+  PgBouncer 1.18 (Debian 12) has no such support at all, which is just as strict.
+- `server_login_retry = 1`: after Postgres restarts, PgBouncer's default waits 15 s before it
+  tries to log in again, turning a restart of a fraction of a second into 15 s of failures.
 - Postgres on its own port for migrations (Supabase local uses 54322), `scram-sha-256` in
   pg_hba, TCP on 127.0.0.1 only, no Unix socket (so nothing needs /var/run/postgresql).
 - `fsync`, `synchronous_commit` and `full_page_writes` off: the data is disposable, tests are
@@ -33,6 +40,7 @@ import logging
 import os
 import platform
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -50,12 +58,18 @@ from psycopg import sql
 
 __all__ = [
     "DEFAULT_STATE_DIR",
+    "Binaries",
     "LocalStack",
     "StackConfig",
     "StackError",
     "config_from_env",
+    "find_binaries",
     "is_running",
     "main",
+    "parse_pgbouncer_version",
+    "pgbouncer_ini",
+    "pgbouncer_version",
+    "port_in_use",
     "start",
     "stop",
 ]
@@ -73,9 +87,14 @@ _LOGIN_TIMEOUT_S = 15.0
 _STOP_TIMEOUT_S = 10.0
 _LOG_TAIL_LINES = 20
 _PG_VERSIONS = range(18, 13, -1)  # newest first; 14 is the oldest still supported upstream
+_HOMEBREW_PREFIXES = ("opt/homebrew", "usr/local")  # Apple silicon, Intel
 _PG_CONF_NAME = "local_stack.conf"
 _PG_CONF_INCLUDE = f"include_if_exists = '{_PG_CONF_NAME}'"
 _APT_PACKAGES = {"postgres": "postgresql", "pgbouncer": "pgbouncer"}
+PREPARED_STATEMENTS_SINCE = (1, 21, 0)
+"""The first PgBouncer that can carry named prepared statements (`max_prepared_statements`)."""
+
+Version = tuple[int, int, int]
 
 
 class StackError(RuntimeError):
@@ -95,6 +114,8 @@ class StackConfig:
     max_connections: int = 100
     default_pool_size: int = 20
     max_client_conn: int = 400
+    server_login_retry: int = 1
+    """Seconds PgBouncer waits before logging in to Postgres again after a failed login."""
     log_statements: bool = False
 
     def __post_init__(self) -> None:
@@ -112,6 +133,8 @@ class StackConfig:
             raise ValueError("password must be non-empty and on one line")
         if not self.user or not self.database:
             raise ValueError("user and database must be non-empty")
+        if self.server_login_retry < 0:
+            raise ValueError("server_login_retry must not be negative")
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,18 @@ class LocalStack:
     def admin_url(self) -> str:
         """PgBouncer's admin console, for `SHOW POOLS` and friends while debugging pooling."""
         return self._url(self.config.pooler_port, "pgbouncer")
+
+    def pooler_version(self) -> str:
+        """The running pooler's own answer to `SHOW VERSION`, e.g. `PgBouncer 1.18.0`."""
+        with _connect(self.admin_url(), timeout=5) as admin:
+            row = admin.execute("SHOW VERSION").fetchone()
+        return str(row[0]) if row else "unknown"
+
+    def pooler_setting(self, name: str) -> str | None:
+        """A setting of the running pooler (`SHOW CONFIG`); None when it has no such setting."""
+        with _connect(self.admin_url(), timeout=5) as admin:
+            rows = admin.execute("SHOW CONFIG").fetchall()
+        return next((str(row[1]) for row in rows if row[0] == name), None)
 
     @property
     def postgres_log(self) -> Path:
@@ -159,7 +194,7 @@ class _ServiceUser:
 
 
 @dataclass(frozen=True)
-class _Binaries:
+class Binaries:
     """Where the server programs live, which differs between Debian, Homebrew and source builds."""
 
     pg_bindir: Path
@@ -240,7 +275,7 @@ def is_running(config: StackConfig) -> bool:
     state_dir = _resolve_state_dir(config.state_dir, service_user, create=False)
     if not state_dir.is_dir():
         return False
-    binaries = _find_binaries()
+    binaries = find_binaries()
     if binaries is None:
         return False
     postgres_up = _postgres_pid(state_dir / "data", binaries, service_user) is not None
@@ -250,9 +285,9 @@ def is_running(config: StackConfig) -> bool:
 # --- binaries -------------------------------------------------------------------------------
 
 
-def _ensure_binaries() -> _Binaries:
+def _ensure_binaries() -> Binaries:
     """Find the servers, installing them with apt when we are root on Debian, as CI images are."""
-    binaries = _find_binaries()
+    binaries = find_binaries()
     if binaries is not None:
         return binaries
     missing = _missing_programs()
@@ -271,7 +306,7 @@ def _ensure_binaries() -> _Binaries:
             raise StackError(
                 f"`{' '.join(command)}` failed (exit {returncode}):\n{_last_lines(output)}"
             )
-    binaries = _find_binaries()
+    binaries = find_binaries()
     if binaries is None:
         raise StackError(
             f"{' and '.join(_missing_programs())} still not found after apt-get install"
@@ -279,13 +314,17 @@ def _ensure_binaries() -> _Binaries:
     return binaries
 
 
-def _find_binaries() -> _Binaries | None:
-    """Both programs, or None when either is missing."""
-    pg_bindir = _find_pg_bindir()
-    pgbouncer = _find_pgbouncer()
+def find_binaries(root: Path = Path("/"), search_path: str | None = None) -> Binaries | None:
+    """Both programs, or None when either is missing.
+
+    `search_path` is the PATH to look on (default: the process's); `root` is where Debian's
+    and Homebrew's fixed locations are looked for, so tests can hand in a fake tree.
+    """
+    pg_bindir = _find_pg_bindir(root, search_path)
+    pgbouncer = _find_pgbouncer(root, search_path)
     if pg_bindir is None or pgbouncer is None:
         return None
-    return _Binaries(pg_bindir=pg_bindir, pgbouncer=pgbouncer)
+    return Binaries(pg_bindir=pg_bindir, pgbouncer=pgbouncer)
 
 
 def _missing_programs() -> list[str]:
@@ -298,36 +337,61 @@ def _missing_programs() -> list[str]:
     return missing
 
 
-def _find_pg_bindir() -> Path | None:
-    """Postgres' server bindir; Debian and Homebrew keep it off PATH, so look where they put it."""
-    pg_config = shutil.which("pg_config")
+def _find_pg_bindir(root: Path = Path("/"), search_path: str | None = None) -> Path | None:
+    """Postgres' server bindir; Debian and Homebrew keep it off PATH, so look where they put it.
+
+    Homebrew's `postgresql@16` (and 14 to 18) is keg-only: it lives in
+    `/opt/homebrew/opt/postgresql@16/bin` (Apple silicon) or `/usr/local/opt/...` (Intel)
+    and is never linked onto PATH.
+    """
+    pg_config = shutil.which("pg_config", path=search_path)
     if pg_config is not None:
         # Debian's pg_config may belong to libpq-dev of another major version, without a server.
         returncode, output = _run([pg_config, "--bindir"], cwd=Path("/"))
         if returncode == 0 and (Path(output.strip()) / "initdb").is_file():
             return Path(output.strip())
-    candidates = [Path(f"/usr/lib/postgresql/{version}/bin") for version in _PG_VERSIONS]
+    candidates = [root / f"usr/lib/postgresql/{version}/bin" for version in _PG_VERSIONS]
     candidates += [
-        Path(f"{prefix}/opt/postgresql@{version}/bin")
+        root / prefix / f"opt/postgresql@{version}/bin"
         for version in _PG_VERSIONS
-        for prefix in ("/opt/homebrew", "/usr/local")
+        for prefix in _HOMEBREW_PREFIXES
     ]
     for candidate in candidates:
         if (candidate / "initdb").is_file():
             return candidate
-    initdb = shutil.which("initdb")
+    initdb = shutil.which("initdb", path=search_path)
     return Path(initdb).parent if initdb is not None else None
 
 
-def _find_pgbouncer() -> Path | None:
-    """PgBouncer, which Debian installs in /usr/sbin, outside a normal user's PATH."""
-    found = shutil.which("pgbouncer")
+def _find_pgbouncer(root: Path = Path("/"), search_path: str | None = None) -> Path | None:
+    """PgBouncer: Debian installs it in /usr/sbin, outside a normal user's PATH; Homebrew
+    links it into its bin directory, which a shell started outside Homebrew may not have."""
+    found = shutil.which("pgbouncer", path=search_path)
     if found is not None:
         return Path(found)
-    for candidate in (Path("/usr/sbin/pgbouncer"), Path("/opt/homebrew/bin/pgbouncer")):
+    candidates = [root / "usr/sbin/pgbouncer"]
+    candidates += [root / prefix / "bin/pgbouncer" for prefix in _HOMEBREW_PREFIXES]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
     return None
+
+
+def parse_pgbouncer_version(output: str) -> Version:
+    """The version in `pgbouncer --version` output, whose first line is `PgBouncer 1.25.2`."""
+    match = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", output)
+    if match is None:
+        raise StackError(f"cannot read PgBouncer's version from: {_last_lines(output, 2)!r}")
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def pgbouncer_version(pgbouncer: Path) -> Version:
+    """The version of this PgBouncer binary."""
+    returncode, output = _run([str(pgbouncer), "--version"], cwd=Path("/"))
+    if returncode != 0:
+        raise StackError(f"`{pgbouncer} --version` failed (exit {returncode}):\n{output}")
+    return parse_pgbouncer_version(output)
 
 
 def _install_command() -> str:
@@ -496,7 +560,7 @@ def _wait_for_exit(pid: int, timeout: float) -> bool:
     return True
 
 
-def _port_in_use(port: int) -> bool:
+def port_in_use(port: int) -> bool:
     """Tell whether another program holds the port, before our server fails less clearly."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # SO_REUSEADDR, as both servers use it, so a closing connection is not mistaken for a
@@ -513,7 +577,7 @@ def _port_in_use(port: int) -> bool:
 
 def _check_port_free(port: int, env_var: str, option: str) -> None:
     """Fail with the knob to turn, since a busy port otherwise shows up as a vague log line."""
-    if _port_in_use(port):
+    if port_in_use(port):
         raise StackError(
             f"port {port} on {_HOST} is already in use by another program; "
             f"pick a free one with {env_var}=<port> (or {option} <port>)"
@@ -537,7 +601,7 @@ def _log_tail(path: Path) -> str:
 # --- Postgres -------------------------------------------------------------------------------
 
 
-def _postgres_pid(data_dir: Path, binaries: _Binaries, user: _ServiceUser | None) -> int | None:
+def _postgres_pid(data_dir: Path, binaries: Binaries, user: _ServiceUser | None) -> int | None:
     """The postmaster's pid if Postgres runs from this data dir, as pg_ctl sees it."""
     if not (data_dir / "PG_VERSION").is_file():
         return None
@@ -559,7 +623,7 @@ def _postmaster_pid_lines(data_dir: Path) -> list[str]:
 
 
 def _check_ports(
-    stack: LocalStack, binaries: _Binaries, user: _ServiceUser | None
+    stack: LocalStack, binaries: Binaries, user: _ServiceUser | None
 ) -> tuple[bool, bool]:
     """Tell which servers already run, failing before anything starts if a port is wrong."""
     config = stack.config
@@ -591,7 +655,7 @@ def _check_running_port(server: str, state_dir: Path, running: int | None, wante
         )
 
 
-def _start_postgres(stack: LocalStack, binaries: _Binaries, user: _ServiceUser | None) -> None:
+def _start_postgres(stack: LocalStack, binaries: Binaries, user: _ServiceUser | None) -> None:
     """Initialise the data dir on first use, then start Postgres with this start's settings."""
     config = stack.config
     data_dir = config.state_dir / "data"
@@ -621,7 +685,7 @@ def _start_postgres(stack: LocalStack, binaries: _Binaries, user: _ServiceUser |
 
 
 def _initdb(
-    config: StackConfig, binaries: _Binaries, user: _ServiceUser | None, data_dir: Path
+    config: StackConfig, binaries: Binaries, user: _ServiceUser | None, data_dir: Path
 ) -> None:
     """Create the cluster with SCRAM for TCP logins and the superuser the URLs name."""
     logger.info("initialising a new Postgres data directory in %s", data_dir)
@@ -749,7 +813,7 @@ def _configured_pooler_port(state_dir: Path) -> int | None:
 
 
 def _start_pgbouncer(
-    stack: LocalStack, binaries: _Binaries, user: _ServiceUser | None, secret: str
+    stack: LocalStack, binaries: Binaries, user: _ServiceUser | None, secret: str
 ) -> None:
     """Write PgBouncer's config and a userlist holding the SCRAM secret, then start it."""
     config = stack.config
@@ -759,8 +823,14 @@ def _start_pgbouncer(
     userlist = state_dir / "userlist.txt"
     _write_file(userlist, f"{_pgbouncer_quote(config.user)} {_pgbouncer_quote(secret)}\n", user)
     ini = state_dir / "pgbouncer.ini"
-    _write_file(ini, _pgbouncer_ini(config, userlist, stack.pgbouncer_log), user)
-    logger.info("starting PgBouncer (transaction mode) on %s:%d", _HOST, config.pooler_port)
+    version = pgbouncer_version(binaries.pgbouncer)
+    _write_file(ini, pgbouncer_ini(config, version, userlist, stack.pgbouncer_log), user)
+    logger.info(
+        "starting PgBouncer %s (transaction mode) on %s:%d",
+        ".".join(map(str, version)),
+        _HOST,
+        config.pooler_port,
+    )
     returncode, output = _run(
         [str(binaries.pgbouncer), "-d", str(ini)], cwd=state_dir, as_user=user
     )
@@ -776,9 +846,11 @@ def _pgbouncer_quote(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def _pgbouncer_ini(config: StackConfig, userlist: Path, logfile: Path) -> str:
-    """PgBouncer's config, close to Supavisor's transaction pooler in what clients may do."""
+def pgbouncer_ini(config: StackConfig, version: Version, userlist: Path, logfile: Path) -> str:
+    """PgBouncer's config, as strict as Supavisor's transaction pooler in what clients may do."""
     state_dir = config.state_dir
+    # Named prepared statements stay off, as on Supavisor; versions before 1.21 never had them.
+    prepared = "max_prepared_statements = 0\n" if version >= PREPARED_STATEMENTS_SINCE else ""
     return f"""\
 ; Written by infra/local_stack.py on every start; edits are overwritten.
 [databases]
@@ -791,8 +863,9 @@ unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = {userlist}
 pool_mode = transaction
-max_client_conn = {config.max_client_conn}
+{prepared}max_client_conn = {config.max_client_conn}
 default_pool_size = {config.default_pool_size}
+server_login_retry = {config.server_login_retry}
 admin_users = {config.user}
 stats_users = {config.user}
 logfile = {logfile}
@@ -859,7 +932,7 @@ def _signal(pid: int, signum: signal.Signals) -> None:
 def _stop_postgres(state_dir: Path, user: _ServiceUser | None) -> None:
     """Stop Postgres with a fast shutdown, which rolls back open transactions and disconnects."""
     data_dir = state_dir / "data"
-    binaries = _find_binaries()
+    binaries = find_binaries()
     if binaries is None:
         return
     pid = _postgres_pid(data_dir, binaries, user)

@@ -1,20 +1,99 @@
-"""Apply the Alembic migrations over a session-mode or direct URL (never the pooler)."""
+"""Apply the Alembic migrations over a session-mode or direct URL, never the pooler.
+
+    python -m infra.migrate     # `make migrate`
+
+The URL is `shared.database_url.url_for(Purpose.MIGRATIONS)`: DIRECT_DATABASE_URL from the
+environment or `.env`, read as the functions read their settings. When neither that nor
+DATABASE_URL is set anywhere, the local stack of `make dev` / `make stack-up`. The database
+migrated is named (host, port, database; never the password) before anything runs, and a
+refused, missing or unreachable database is one line on stderr, not a traceback.
+
+Alembic's env.py resolves the URL the same way (`migration_url`), so `alembic upgrade head`,
+`alembic upgrade head --sql`, `alembic check` and `alembic revision --autogenerate` (`make
+migration MSG=...`) all reach the same database.
+"""
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
+from sqlalchemy import URL
 
+from infra.local_stack import LocalStack, config_from_env
+from shared.database_url import Purpose, url_for
+from shared.errors import DatabaseConfigError
 from shared.settings import get_settings
 
+__all__ = ["URL_ATTRIBUTE", "alembic_config", "describe", "migration_url", "unreachable", "upgrade"]
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+URL_ATTRIBUTE = "database_url"
+"""Where `upgrade` hands env.py its URL: the process environment is never written to."""
 
 
-def upgrade(direct_url: str) -> None:
-    """Upgrade the database behind `direct_url` to the latest migration."""
-    os.environ["DIRECT_DATABASE_URL"] = direct_url
-    get_settings.cache_clear()  # infra/migrations/env.py reads the URL through the settings
-    command.upgrade(Config(toml_file=str(PROJECT_ROOT / "pyproject.toml")), "head")
+def alembic_config(url: URL | None = None) -> Config:
+    """The project's Alembic config (pyproject.toml), carrying `url` to env.py when given."""
+    config = Config(toml_file=str(PROJECT_ROOT / "pyproject.toml"))
+    if url is not None:
+        config.attributes[URL_ATTRIBUTE] = url
+    return config
+
+
+def _uses_the_local_stack() -> bool:
+    settings = get_settings()
+    return settings.database_url is None and settings.direct_database_url is None
+
+
+def migration_url() -> URL:
+    """The settings' migrations URL or, when no database URL is configured, the local stack's."""
+    if _uses_the_local_stack():
+        return url_for(Purpose.MIGRATIONS, LocalStack(config_from_env()).direct_url())
+    return url_for(Purpose.MIGRATIONS, settings=get_settings())
+
+
+def describe(url: URL) -> str:
+    """Where a URL leads, without its credentials."""
+    return f"database {url.database or 'postgres'} on {url.host or 'localhost'}:{url.port or 5432}"
+
+
+def unreachable(url: URL, error: BaseException) -> str:
+    """One line for a failed connection; libpq's reason names neither the URL nor the password."""
+    orig = getattr(error, "orig", None) or error
+    first_line = (str(orig).strip().splitlines() or ["no reason given"])[0]
+    reason = first_line.rsplit("failed: ", 1)[-1].strip()
+    return f"Cannot reach the {describe(url)}: {reason}"
+
+
+def upgrade(url: str | URL | None = None, revision: str = "head") -> URL:
+    """Upgrade the database behind `url` (or `migration_url()`); return the URL it used.
+
+    Raises DatabaseConfigError for a URL that cannot serve migrations and CommandError (one
+    line) when the database cannot be reached or Alembic refuses.
+    """
+    checked = migration_url() if url is None else url_for(Purpose.MIGRATIONS, url)
+    command.upgrade(alembic_config(checked), revision)
+    return checked
+
+
+def main() -> int:
+    """`make migrate`: upgrade to the latest migration; errors are one line and exit code 1."""
+    try:
+        url = migration_url()
+        target = f"the {describe(url)}"
+        if _uses_the_local_stack():
+            target = f"the local stack's {describe(url)} (no DIRECT_DATABASE_URL set)"
+        sys.stderr.write(f"migrate: upgrading {target} to the latest migration\n")
+        upgrade(url)
+    except (DatabaseConfigError, CommandError) as error:
+        sys.stderr.write(f"migrate: {error}\n")
+        return 1
+    sys.stderr.write("migrate: done\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,7 @@
-"""Build one Lambda zip per function, without Docker: `python -m infra.package --arch arm64`.
+"""Build one Lambda zip per function, without Docker, and refuse to deploy stale ones.
+
+    python -m infra.package build     # `make package` / `make deploy`: every zip, into dist/
+    python -m infra.package verify    # right before `serverless deploy`: dist/ is current
 
 serverless.yml ships these zips (`package.artifact`), because the framework's own packaging
 can neither install Linux wheels for another architecture nor ship bytecode. Each zip holds:
@@ -14,18 +17,29 @@ can neither install Linux wheels for another architecture nor ship bytecode. Eac
 - `.pyc` files compiled by the runtime's Python version with unchecked hashes: Lambda's code
   directory is read-only, so without them Python compiles every module at every cold start,
   which more than doubles the import time of a FastAPI function.
+
+The architecture is serverless.yml's `provider.architecture`, and nothing else: `--arch` only
+confirms it. Each build replaces the previous one and writes `manifest.json` beside the zips:
+the content hash of every function's sources, of uv.lock and of this script, the dependency
+groups, the architecture and the Python version, and each zip's own hash. `verify` recomputes
+them from the working tree and refuses, in one line, zips that no longer match. Zips go to
+`dist/` (ARTIFACTS_DIR overrides it for the build and serverless.yml alike; the tests build in
+a temporary folder, so they never leave zips for a deploy to pick up).
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import hashlib
+import json
 import os
 import py_compile
 import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +49,15 @@ import yaml
 from infra.slim import slim
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DIST = PROJECT_ROOT / "dist"
+ARTIFACTS_DIR_VARIABLE = "ARTIFACTS_DIR"
+MANIFEST_NAME = "manifest.json"
 PLATFORMS = {"arm64": "aarch64-manylinux_2_28", "x86_64": "x86_64-manylinux_2_28"}
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same input gives the same zip
+
+
+class PackageError(Exception):
+    """The zips cannot be built or deployed as asked; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -56,13 +75,21 @@ class Service:
 
     name: str
     python_version: str
+    architecture: str
     functions: tuple[Function, ...]
+    root: Path = PROJECT_ROOT
 
 
 def read_service(config_file: Path = PROJECT_ROOT / "serverless.yml") -> Service:
-    """The runtime's Python version and the functions, from serverless.yml."""
+    """The runtime's Python version, the architecture and the functions, from serverless.yml."""
     config: dict[str, Any] = yaml.safe_load(config_file.read_text())
     runtime: str = config["provider"]["runtime"]
+    architecture = config["provider"].get("architecture", "x86_64")  # Lambda's default
+    if architecture not in PLATFORMS:
+        raise PackageError(
+            f"provider.architecture in serverless.yml must be one of {', '.join(PLATFORMS)} "
+            f"written out, not {architecture!r}: the build reads it from there"
+        )
     groups: dict[str, list[str]] = config.get("custom", {}).get("dependencyGroups", {})
     functions = tuple(
         Function(
@@ -73,26 +100,38 @@ def read_service(config_file: Path = PROJECT_ROOT / "serverless.yml") -> Service
         for name, spec in config["functions"].items()
     )
     return Service(
-        name=config["service"], python_version=runtime.removeprefix("python"), functions=functions
+        name=config["service"],
+        python_version=runtime.removeprefix("python"),
+        architecture=architecture,
+        functions=functions,
+        root=config_file.resolve().parent,
     )
 
 
-def _uv(*args: str) -> str:
+def artifacts_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the zips go: ARTIFACTS_DIR (relative to the project), else dist/."""
+    env = os.environ if environ is None else environ
+    return PROJECT_ROOT / (env.get(ARTIFACTS_DIR_VARIABLE) or "dist")
+
+
+def _uv(*args: str, root: Path = PROJECT_ROOT) -> str:
     """Run the uv pinned in the dev group (beside this interpreter), else the one on PATH."""
     pinned = Path(sys.executable).parent / "uv"
     uv = str(pinned) if pinned.exists() else "uv"
-    done = subprocess.run([uv, *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    done = subprocess.run([uv, *args], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"uv {args[0]} failed:\n{done.stderr}")
     return done.stdout
 
 
-def install_dependencies(groups: tuple[str, ...], arch: str, python: str, target: Path) -> None:
+def install_dependencies(
+    groups: tuple[str, ...], arch: str, python: str, target: Path, root: Path = PROJECT_ROOT
+) -> None:
     """Install the locked dependencies of these groups as wheels for Lambda's platform."""
     group_args = [arg for group in groups for arg in ("--group", group)]
     requirements = _uv(
         "export", "--frozen", "--no-default-groups", *group_args,
-        "--no-hashes", "--no-emit-project", "--no-annotate", "--no-header",
+        "--no-hashes", "--no-emit-project", "--no-annotate", "--no-header", root=root,
     )  # fmt: skip
     requirements_file = target.with_suffix(".requirements.txt")
     requirements_file.write_text(requirements)
@@ -106,14 +145,37 @@ def install_dependencies(groups: tuple[str, ...], arch: str, python: str, target
     (target / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder
 
 
-def copy_code(function: Function, target: Path) -> None:
-    """The shared package and this function's package, sources only."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(PROJECT_ROOT / "shared", target / "shared", ignore=ignore)
-    functions_dir = target / "functions"
-    functions_dir.mkdir()
-    shutil.copy2(PROJECT_ROOT / "functions" / "__init__.py", functions_dir / "__init__.py")
-    shutil.copytree(PROJECT_ROOT / function.code_dir, target / function.code_dir, ignore=ignore)
+def source_files(function: Function, root: Path = PROJECT_ROOT) -> list[Path]:
+    """The shared package and this function's package, sources only, relative to `root`."""
+    files = [Path("functions", "__init__.py")]
+    for package in (Path("shared"), function.code_dir):
+        files += [
+            path.relative_to(root)
+            for path in (root / package).rglob("*")
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        ]
+    return sorted(files)
+
+
+def copy_code(function: Function, target: Path, root: Path = PROJECT_ROOT) -> list[Path]:
+    """Copy the function's sources into `target`; return what was copied."""
+    files = source_files(function, root)
+    for relative in files:
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / relative, target / relative)
+    return files
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digest(root: Path, files: list[Path]) -> str:
+    """One hash over these files' paths and contents."""
+    digest = hashlib.sha256()
+    for relative in sorted(files):
+        digest.update(f"{relative.as_posix()}\0{_sha256(root / relative)}\n".encode())
+    return digest.hexdigest()
 
 
 def compile_bytecode(target: Path, python: str) -> None:
@@ -144,44 +206,160 @@ def write_zip(source: Path, zip_path: Path) -> None:
             archive.writestr(entry, path.read_bytes())
 
 
-def build(arch: str, service: Service | None = None) -> dict[str, Path]:
-    """Build every function's zip for `arch`; dependencies are installed once per group set."""
+def _inputs(service: Service, architecture: str) -> dict[str, Any]:
+    """What every zip of a build depends on besides its own sources."""
+    return {
+        "service": service.name,
+        "architecture": architecture,
+        "python_version": service.python_version,
+        "uv_lock": _sha256(service.root / "uv.lock"),
+        "builder": _sha256(Path(__file__)),
+        "slimmer": _sha256(Path(__file__).with_name("slim.py")),
+    }
+
+
+def build(
+    dist: Path | None = None, *, service: Service | None = None, architecture: str | None = None
+) -> dict[str, Path]:
+    """Build every function's zip into `dist` and write the manifest; return the zips.
+
+    `architecture` defaults to serverless.yml's; only tests ask for another one (to run the
+    zips on this machine), and `verify` refuses such a build.
+    """
     service = service or read_service()
-    work = DIST / ".build" / arch
+    architecture = architecture or service.architecture
+    dist = dist or artifacts_dir()
+    dist.mkdir(parents=True, exist_ok=True)
+    manifest_path = dist / MANIFEST_NAME
+    # Until the new manifest is written, dist/ holds no build a deploy would accept.
+    manifest_path.unlink(missing_ok=True)
+    manifest = _inputs(service, architecture)
+    work = dist / ".build"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    work.mkdir()
     installed: dict[tuple[str, ...], Path] = {}
     zips: dict[str, Path] = {}
+    entries: dict[str, dict[str, Any]] = {}
     for function in service.functions:
         if function.groups not in installed:
             site = work / ("deps-" + "-".join(function.groups or ("core",)))
-            install_dependencies(function.groups, arch, service.python_version, site)
+            install_dependencies(
+                function.groups, architecture, service.python_version, site, service.root
+            )
             slim(site)
             compile_bytecode(site, service.python_version)
             installed[function.groups] = site
         staging = work / function.name
         shutil.copytree(installed[function.groups], staging)
-        copy_code(function, staging)
+        # Hashed as copied, so a file edited during the build makes the build stale.
+        sources = tree_digest(staging, copy_code(function, staging, service.root))
         compile_bytecode(staging / "shared", service.python_version)
         compile_bytecode(staging / "functions", service.python_version)
-        zips[function.name] = DIST / arch / f"{function.name}.zip"
+        zips[function.name] = dist / f"{function.name}.zip"
         write_zip(staging, zips[function.name])
+        entries[function.name] = {
+            "groups": list(function.groups),
+            "sources": sources,
+            "zip": zips[function.name].name,
+            "zip_sha256": _sha256(zips[function.name]),
+        }
     shutil.rmtree(work)
+    manifest["functions"] = entries
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return zips
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Build the zips and report their sizes."""
-    parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__)
-    parser.add_argument("--arch", choices=sorted(PLATFORMS), default="arm64")
-    args = parser.parse_args(argv)
-    for name, zip_path in build(args.arch).items():
+def verify(dist: Path | None = None, *, service: Service | None = None) -> None:
+    """Refuse, with one line, zips in `dist` that do not match the working tree.
+
+    Checked: serverless.yml's architecture, Python version and functions, uv.lock, this
+    script, each function's dependency groups and sources, and each zip's own hash.
+    """
+    service = service or read_service()
+    dist = dist or artifacts_dir()
+    shown = dist.relative_to(PROJECT_ROOT) if dist.is_relative_to(PROJECT_ROOT) else dist
+    try:
+        recorded: dict[str, Any] = json.loads((dist / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        raise PackageError(f"{shown} holds no build: run `make package STAGE=<stage>`") from None
+    problems = [
+        f"{key} is {recorded.get(key)} in the build, {value} in serverless.yml"
+        if key in ("service", "architecture", "python_version")
+        else f"{key} changed since the build"
+        for key, value in _inputs(service, service.architecture).items()
+        if recorded.get(key) != value
+    ]
+    built: dict[str, dict[str, Any]] = recorded.get("functions", {})
+    if sorted(built) != sorted(function.name for function in service.functions):
+        problems.append(f"the build has the functions {', '.join(sorted(built))}")
+    stale: dict[str, list[str]] = {}
+    for function in service.functions:
+        if function.name not in built:
+            continue
+        zip_path = dist / str(built[function.name].get("zip"))
+        current = {
+            "sources": (
+                "sources changed",
+                tree_digest(service.root, source_files(function, service.root)),
+            ),
+            "groups": ("dependency groups changed", list(function.groups)),
+            "zip_sha256": (
+                "zip missing or altered",
+                _sha256(zip_path) if zip_path.is_file() else None,
+            ),
+        }
+        for key, (problem, value) in current.items():
+            if built[function.name].get(key) != value:
+                stale.setdefault(problem, []).append(function.name)
+    problems += [f"{', '.join(functions)}: {problem}" for problem, functions in stale.items()]
+    if problems:
+        raise PackageError(
+            f"refusing the zips in {shown} ({'; '.join(problems)}): "
+            "rebuild with `make package STAGE=<stage>`"
+        )
+
+
+def _report(zips: dict[str, Path]) -> None:
+    """Print each zip's size, zipped and unzipped."""
+    for name, zip_path in zips.items():
         with zipfile.ZipFile(zip_path) as archive:
             unzipped = sum(info.file_size for info in archive.infolist())
+        shown = (
+            zip_path.relative_to(PROJECT_ROOT)
+            if zip_path.is_relative_to(PROJECT_ROOT)
+            else zip_path
+        )
         sys.stdout.write(
-            f"{zip_path.relative_to(PROJECT_ROOT)}: {zip_path.stat().st_size / 2**20:.1f} MiB"
+            f"{shown}: {zip_path.stat().st_size / 2**20:.1f} MiB"
             f" zipped, {unzipped / 2**20:.1f} MiB unzipped ({name})\n"
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (and report sizes) or verify; errors are one line on stderr and exit code 1."""
+    parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__)
+    parser.add_argument("command", nargs="?", choices=["build", "verify"], default="build")
+    parser.add_argument(
+        "--arch",
+        choices=sorted(PLATFORMS),
+        help="confirm the architecture: refused unless it is serverless.yml's",
+    )
+    args = parser.parse_args(argv)
+    try:
+        service = read_service()
+        if args.arch is not None and args.arch != service.architecture:
+            raise PackageError(
+                f"serverless.yml deploys {service.architecture}, not {args.arch}: "
+                "change provider.architecture there, the one place it is decided"
+            )
+        if args.command == "verify":
+            verify(service=service)
+            sys.stdout.write(f"{artifacts_dir().name}/ matches the working tree\n")
+        else:
+            _report(build(service=service))
+    except PackageError as error:
+        sys.stderr.write(f"package: {error}\n")
+        return 1
     return 0
 
 

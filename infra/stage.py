@@ -8,6 +8,10 @@ session-mode or direct URL.
 The secrets themselves are created by the stack (infra/cloudformation/database-secrets.yml),
 so `serverless deploy` must have run once. URLs are read from stdin (a prompt that does not
 echo on a terminal), never from arguments that would land in shell history.
+
+Which URL may serve which purpose is decided by `shared.database_url.url_for`, as for every
+other path. `migrate` reads DIRECT_DATABASE_URL from the environment only, never from `.env`:
+`.env` describes the machine's own database, not the stage's.
 """
 
 from __future__ import annotations
@@ -19,18 +23,16 @@ import sys
 from typing import TYPE_CHECKING
 
 import boto3
+from alembic.util import CommandError
 
-from infra.migrate import upgrade
+from infra.migrate import describe, upgrade
 from infra.package import read_service
-from shared.db import detect_mode, to_sqlalchemy_url
+from shared.database_url import Purpose, url_for
 from shared.errors import DatabaseConfigError
 from shared.secrets import parse_secret
-from shared.settings import ConnectionMode
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
-
-SUPAVISOR_TRANSACTION_PORT = 6543
 
 
 class StageError(Exception):
@@ -48,24 +50,11 @@ def _client() -> SecretsManagerClient:
 
 
 def check_url(url: str, *, direct: bool) -> None:
-    """Refuse a URL recognisably wrong for its purpose, without ever echoing it.
-
-    Only what the URL shows for certain is refused: Supavisor's transaction port (6543) for
-    migrations, Supabase's session-mode or direct URL for the functions.
-    """
+    """Refuse a URL recognisably wrong for its purpose, without ever echoing it."""
     try:
-        parsed = to_sqlalchemy_url(url)
+        url_for(Purpose.MIGRATIONS if direct else Purpose.FUNCTIONS, url)
     except DatabaseConfigError as error:
         raise StageError(str(error)) from None
-    if direct and parsed.port == SUPAVISOR_TRANSACTION_PORT:
-        raise StageError(
-            "Migrations need the session-mode (port 5432) or direct URL, not the transaction pooler"
-        )
-    if not direct and detect_mode(parsed) is not ConnectionMode.TRANSACTION:
-        raise StageError(
-            "The functions need the transaction-pooler URL (Supabase: port 6543); "
-            "session-mode and direct URLs are for migrations (SECRET=direct)"
-        )
 
 
 def put_secret(stage: str, url: str, *, direct: bool) -> str:
@@ -106,8 +95,10 @@ def migration_url(stage: str) -> str:
 
 
 def migrate(stage: str) -> None:
-    """Upgrade the stage's database to the latest migration."""
-    upgrade(migration_url(stage))
+    """Upgrade the stage's database to the latest migration, naming it first."""
+    url = url_for(Purpose.MIGRATIONS, migration_url(stage))
+    sys.stderr.write(f"migrate: upgrading the {describe(url)} ({stage}) to the latest migration\n")
+    upgrade(url)
 
 
 def _read_url(prompt: str) -> str:
@@ -130,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(f"stored in {name}\n")
         else:
             migrate(args.stage)
-    except StageError as error:
+    except (StageError, DatabaseConfigError, CommandError) as error:
         sys.stderr.write(f"{error}\n")
         return 1
     return 0

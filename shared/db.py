@@ -45,10 +45,9 @@ from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
+from shared.database_url import detect_mode, to_sqlalchemy_url
 from shared.deadline import DeadlineExceededError, remaining_seconds, watch
 from shared.driver import AsyncPoolerConnection, PoolerConnection
 from shared.errors import DatabaseConfigError
@@ -79,30 +78,6 @@ MIN_CONNECT_TIMEOUT_S = 2
 """libpq's (and psycopg's) smallest connect timeout: a shorter one is taken as 2 s."""
 # What poolers and Postgres say to a wrong password; libpq gives no SQLSTATE at connect time.
 AUTH_FAILURE = re.compile(r"authentication failed|password", re.IGNORECASE)
-
-
-def to_sqlalchemy_url(raw: str) -> URL:
-    """Accept a URL as Supabase's dashboard prints it and select the psycopg 3 driver."""
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        # SQLAlchemy's message quotes the whole string, password included.
-        raise DatabaseConfigError("The database URL cannot be parsed") from None
-    if url.get_backend_name() not in ("postgres", "postgresql"):
-        raise DatabaseConfigError("The database URL must start with postgres:// or postgresql://")
-    return url.set(drivername="postgresql+psycopg")
-
-
-def detect_mode(url: URL) -> ConnectionMode:
-    """Guess the connection mode from the host and port; transaction mode when unsure."""
-    host = (url.host or "").lower()
-    port = url.port or 5432
-    if host.endswith(".pooler.supabase.com"):
-        return ConnectionMode.TRANSACTION if port == 6543 else ConnectionMode.SESSION
-    if host.startswith("db.") and host.endswith(".supabase.co"):
-        return ConnectionMode.DIRECT
-    # Transaction mode is safe against every server, so it is the default guess.
-    return ConnectionMode.TRANSACTION
 
 
 def pool_size_per_instance(max_connections: int, instances: int, *, uses_data_api: bool) -> int:

@@ -1,8 +1,15 @@
-"""Runtime configuration, read once from the environment (and a local `.env`)."""
+"""Runtime configuration, read once from the environment and a local `.env`.
+
+Environment variables win over `.env`. `.env` is the one in the working directory (the
+repository root for every `make` command), or the file SETTINGS_ENV_FILE names; an empty
+SETTINGS_ENV_FILE reads none, which the test session uses so that a developer's `.env` cannot
+change what the tests see.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -25,10 +32,13 @@ def _default_application_name() -> str:
     return os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local")
 
 
-class Settings(BaseSettings):
-    """Every knob the functions read; environment variables win over `.env`."""
+ENV_FILE_VARIABLE = "SETTINGS_ENV_FILE"
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+class Settings(BaseSettings):
+    """Every knob the functions read, from the environment (`get_settings` adds `.env`)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
 
     database_url: SecretStr | None = None
     """The pooler URL (transaction mode) exactly as the Supabase dashboard gives it."""
@@ -72,7 +82,14 @@ class Settings(BaseSettings):
     """Whether Supabase's Data API (PostgREST) also needs connections: 40% budget, else 80%."""
 
 
+def env_file(environ: Mapping[str, str] | None = None) -> Path | None:
+    """`.env` in the working directory, the file SETTINGS_ENV_FILE names, or none if it is empty."""
+    env = os.environ if environ is None else environ
+    name = env.get(ENV_FILE_VARIABLE, ".env")
+    return Path(name) if name else None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Read the settings once per process; tests call `get_settings.cache_clear()`."""
-    return Settings()
+    return Settings(_env_file=env_file())

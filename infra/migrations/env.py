@@ -1,32 +1,35 @@
 """Alembic environment: migrations run over the session-mode or direct URL, never the
-transaction pooler (DDL, advisory locks and long transactions belong on a real session)."""
+transaction pooler (DDL, advisory locks and long transactions belong on a real session).
+
+The URL comes from `infra.migrate.upgrade` (a config attribute) or, on Alembic's command line,
+from `infra.migrate.migration_url()`; both end in `shared.database_url.url_for`, so every path,
+`--sql` included, refuses the same URLs with the same message. Refusals and failed connections
+are CommandErrors, which Alembic's command line prints as one line.
+"""
 
 from __future__ import annotations
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import URL
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from shared.db import build_engine, detect_mode, to_sqlalchemy_url
+from infra.migrate import URL_ATTRIBUTE, unreachable
+from infra.migrate import migration_url as configured_migration_url
+from shared.database_url import Purpose, url_for
+from shared.db import build_engine
+from shared.errors import DatabaseConfigError
 from shared.models import Base
 from shared.settings import ConnectionMode, get_settings
 
-REFUSAL = (
-    "Migrations need a session-mode (port 5432) or direct database URL: set DIRECT_DATABASE_URL. "
-    "They do not run through the transaction pooler."
-)
-
 
 def migration_url() -> URL:
-    """DIRECT_DATABASE_URL, or DATABASE_URL when that is not a transaction pooler."""
-    settings = get_settings()
-    if settings.direct_database_url is not None:
-        return to_sqlalchemy_url(settings.direct_database_url.get_secret_value())
-    if settings.database_url is not None:
-        url = to_sqlalchemy_url(settings.database_url.get_secret_value())
-        mode = settings.db_mode if settings.db_mode is not ConnectionMode.AUTO else detect_mode(url)
-        if mode is not ConnectionMode.TRANSACTION:
-            return url
-    raise SystemExit(REFUSAL)
+    """The URL `upgrade` was given, else the one the settings (or the local stack) provide."""
+    given = context.config.attributes.get(URL_ATTRIBUTE)
+    try:
+        return configured_migration_url() if given is None else url_for(Purpose.MIGRATIONS, given)
+    except DatabaseConfigError as error:
+        raise CommandError(str(error)) from None
 
 
 def run_migrations_offline() -> None:
@@ -43,12 +46,17 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     """Run the migrations in one transaction, with no statement timeout."""
+    url = migration_url()
     settings = get_settings().model_copy(
         update={"db_statement_timeout_ms": 0, "db_application_name": "alembic"}
     )
-    engine = build_engine(migration_url(), settings, ConnectionMode.DIRECT)
+    engine = build_engine(url, settings, ConnectionMode.DIRECT)
     try:
-        with engine.connect() as connection:
+        try:
+            connection = engine.connect()
+        except (OperationalError, InterfaceError) as error:
+            raise CommandError(unreachable(url, error)) from None
+        with connection:
             context.configure(connection=connection, target_metadata=Base.metadata)
             with context.begin_transaction():
                 context.run_migrations()

@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     context = _context()
 
     _progress("building the zips (x86_64, arm64)")
-    zips = {arch: build(arch) for arch in ("x86_64", "arm64")}
+    zips = {
+        arch: build(RESULTS_DIR / f"dist-{arch}", architecture=arch) for arch in ("x86_64", "arm64")
+    }
     sizes = {
         arch: {f: measure_zip(path) for f, path in built.items()} for arch, built in zips.items()
     }

@@ -9,6 +9,7 @@ import pytest
 
 from infra.local_stack import LocalStack
 from infra.stage import StageError, main, migrate, put_secret, secret_name
+from shared.database_url import MIGRATIONS_NEED_A_SESSION
 
 STAGE = "ci"
 SUPABASE_POOLER = (
@@ -89,11 +90,20 @@ def test_migrate_refuses_a_transaction_pooler_secret(
     exit_code = main(["migrate", "--stage", STAGE])
 
     assert exit_code == 1
-    err = capsys.readouterr().err
-    assert "not the transaction pooler" in err
-    assert "hunter2" not in err
+    assert capsys.readouterr().err == f"{MIGRATIONS_NEED_A_SESSION}\n"
 
 
 def test_migrate_before_the_direct_secret_is_set_says_what_to_run(stage_secrets: None) -> None:
     with pytest.raises(StageError, match=f"make secret STAGE={STAGE} SECRET=direct"):
         migrate(STAGE)
+
+
+def test_migrate_refuses_a_transaction_pooler_in_direct_database_url(
+    stage_secrets: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DIRECT_DATABASE_URL", SUPABASE_POOLER.format(password="hunter2", port=6543))
+
+    exit_code = main(["migrate", "--stage", STAGE])
+
+    assert exit_code == 1
+    assert capsys.readouterr().err == f"{MIGRATIONS_NEED_A_SESSION}\n"

@@ -9,20 +9,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra.package import ARTIFACTS_DIR_VARIABLE
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"
 # The only finding, on every route: the framework adds a DependsOn that a Ref already implies.
 FRAMEWORK_FINDINGS = ["W3005"]
 
 
-def serverless_package(output: Path, *options: str) -> dict[str, Any]:
-    """The template `serverless package --stage ci` writes, with no AWS credentials."""
+def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str, Any]:
+    """The template `serverless package --stage ci` writes for the zips in `artifacts`, with no
+    AWS credentials."""
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith("AWS_") and name != "DATABASE_URL"
     }
-    env |= {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    env |= {
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        ARTIFACTS_DIR_VARIABLE: str(artifacts),
+    }
     done = subprocess.run(
         [str(SERVERLESS), "package", "--stage", "ci", "--package", str(output), *options],
         cwd=ROOT,

@@ -21,12 +21,14 @@ SNAPSTART_ALIAS = "snapstart"
 
 @pytest.fixture(scope="module")
 def templates(
-    zips_arm64: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+    deployable: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[bool, dict[str, Any]]:
     """The packaged template with the switch off (the default) and on."""
     return {
-        False: serverless_package(tmp_path_factory.mktemp("snapstart-off")),
-        True: serverless_package(tmp_path_factory.mktemp("snapstart-on"), "--param=snapStart=true"),
+        False: serverless_package(tmp_path_factory.mktemp("snapstart-off"), deployable),
+        True: serverless_package(
+            tmp_path_factory.mktemp("snapstart-on"), deployable, "--param=snapStart=true"
+        ),
     }
 
 

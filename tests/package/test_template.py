@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from infra.package import read_service
 from shared.settings import Settings
 from tests.package.templates import cfn_lint, serverless_package
 
@@ -23,11 +24,9 @@ SUPABASE_MICRO_POOLER_CLIENTS = 200
 
 
 @pytest.fixture(scope="module")
-def template(
-    zips_arm64: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    """The template `serverless package --stage ci` writes, with no AWS credentials."""
-    return serverless_package(tmp_path_factory.mktemp("serverless-package"))
+def template(deployable: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The template `serverless package --stage ci` writes from the test build."""
+    return serverless_package(tmp_path_factory.mktemp("serverless-package"), deployable)
 
 
 def resources(template: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -97,7 +96,7 @@ def test_functions_fit_the_timeouts_the_runtime_and_the_pooler(
         )
         assert function["Timeout"] > connect_s + statement_s
         assert function["Runtime"] == runtime  # the tests run on the Lambda runtime's Python
-        assert function["Architectures"] == ["arm64"]
+        assert function["Architectures"] == [read_service().architecture]
         assert function["ReservedConcurrentExecutions"] >= 1
     assert sum(f["ReservedConcurrentExecutions"] for f in functions) < SUPABASE_MICRO_POOLER_CLIENTS
 

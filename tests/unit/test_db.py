@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
-from shared.db import build_engine, detect_mode, pool_size_per_instance, to_sqlalchemy_url
+from shared.database_url import detect_mode, to_sqlalchemy_url
+from shared.db import build_engine, pool_size_per_instance
 from shared.driver import PoolerConnection
 from shared.errors import DatabaseConfigError
 from shared.settings import ConnectionMode, Settings

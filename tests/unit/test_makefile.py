@@ -1,0 +1,69 @@
+"""What the Makefile's operational targets run, read with `make -n` (nothing is executed)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def planned(*args: str) -> list[str]:
+    """The commands `make` would run for these arguments, installation steps left out."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [
+        line
+        for line in done.stdout.splitlines()
+        if line and not line.startswith(("touch .venv", "npm ci")) and " sync " not in line
+    ]
+
+
+@pytest.mark.parametrize(("target", "serverless"), [("deploy", "deploy"), ("package", "package")])
+def test_deploy_and_package_rebuild_then_verify_right_before_serverless(
+    target: str, serverless: str
+) -> None:
+    build, verify, run = planned(target, "STAGE=ci")
+
+    assert build.endswith("python -m infra.package build")
+    assert verify.endswith("python -m infra.package verify")
+    assert run.endswith(f"serverless {serverless} --stage ci")
+
+
+def test_the_architecture_is_not_a_make_variable() -> None:
+    text = (ROOT / "Makefile").read_text()
+
+    assert "ARCH" not in text
+    assert "LAMBDA_ARCHITECTURE" not in text
+    assert all("--arch" not in command for command in planned("deploy", "STAGE=ci"))
+
+
+def test_migrate_without_a_stage_uses_the_settings_and_with_one_the_stage_secret() -> None:
+    assert planned("migrate")[-1].endswith("python -m infra.migrate")
+    assert planned("migrate", "STAGE=ci")[-1].endswith("python -m infra.stage migrate --stage ci")
+
+
+def test_migration_autogenerates_a_revision_with_the_message() -> None:
+    assert planned("migration", "MSG=add orders")[-1].endswith(
+        'alembic revision --autogenerate -m "add orders"'
+    )
+
+
+def test_migration_without_a_message_says_how_to_give_one() -> None:
+    done = subprocess.run(["make", "-n", "migration"], cwd=ROOT, capture_output=True, text=True)
+
+    assert done.returncode != 0
+    assert 'make migration MSG="add orders"' in done.stderr
+
+
+def test_unit_target_deselects_every_test_that_needs_a_server_or_a_build() -> None:
+    [command] = planned("test-unit")
+
+    assert command.endswith('pytest -m "not (integration or e2e or package)"')

@@ -29,6 +29,7 @@ from psycopg import pq, sql
 from psycopg.abc import Params, Query, QueryNoTemplate
 
 from shared.deadline import remaining_seconds
+from shared.errors import CommitOutcomeUnknownError
 
 __all__ = ["AsyncPoolerConnection", "PoolerConnection"]
 
@@ -82,6 +83,16 @@ def _prelude(conn: _Transaction) -> tuple[sql.Composed, list[str]] | None:
 
 
 @contextmanager
+def _commit_outcome(conn: _AnyConnection) -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as exc:
+        if conn.broken or conn.closed:
+            raise CommitOutcomeUnknownError("connection lost during COMMIT") from exc
+        raise
+
+
+@contextmanager
 def _discard_if_stuck(
     conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
 ) -> Iterator[None]:
@@ -123,6 +134,11 @@ class PoolerConnection(psycopg.Connection[Any]):
     def set_autocommit(self, value: bool) -> None:
         """Method version of the `autocommit` setter."""
         self.wants_transaction = not value
+
+    def commit(self) -> None:
+        """COMMIT, telling a lost connection during it apart from any other failure."""
+        with _commit_outcome(self):
+            super().commit()
 
     def start(self, cursor: psycopg.Cursor[Any]) -> None:
         """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""
@@ -183,6 +199,11 @@ class AsyncPoolerConnection(psycopg.AsyncConnection[Any]):
     async def set_autocommit(self, value: bool) -> None:
         """Method version of the `autocommit` setter."""
         self.wants_transaction = not value
+
+    async def commit(self) -> None:
+        """COMMIT, telling a lost connection during it apart from any other failure."""
+        with _commit_outcome(self):
+            await super().commit()
 
     async def start(self, cursor: psycopg.AsyncCursor[Any]) -> None:
         """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""

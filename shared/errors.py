@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 RETRY_AFTER_SECONDS = 2
@@ -78,6 +79,14 @@ class DatabaseSecretNotSetError(ServiceUnavailableError):
     """The deployed database secret still holds the stack's placeholder."""
 
 
+class CommitOutcomeUnknownError(psycopg.OperationalError):
+    """The connection was lost while COMMIT was in flight: the change may or may not be stored.
+
+    Nobody can tell at that moment: a stalled pooler may still deliver the COMMIT after the
+    request has answered. It stays an OperationalError, so SQLAlchemy discards the connection.
+    """
+
+
 @dataclass(frozen=True)
 class ErrorResponse:
     """What to send back for an error: status, JSON body and headers."""
@@ -98,10 +107,10 @@ def _raised_at(exc: BaseException) -> str:
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "unknown"
 
 
-def _unavailable(message: str) -> ErrorResponse:
+def _unavailable(message: str, code: str = ServiceUnavailableError.code) -> ErrorResponse:
     return ErrorResponse(
         status_code=503,
-        body={"code": ServiceUnavailableError.code, "message": message},
+        body={"code": code, "message": message},
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
@@ -115,6 +124,11 @@ def error_response(exc: BaseException) -> ErrorResponse:
     elif isinstance(exc, IntegrityError):
         response = ErrorResponse(
             409, {"code": ConflictError.code, "message": "The request conflicts with stored data"}
+        )
+    elif isinstance(exc, DBAPIError) and isinstance(exc.orig, CommitOutcomeUnknownError):
+        response = _unavailable(
+            "The change may or may not have been stored: read it back before retrying",
+            code="commit_outcome_unknown",
         )
     elif isinstance(exc, OperationalError | InterfaceError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated

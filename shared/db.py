@@ -11,13 +11,18 @@ free, so nothing may outlive a transaction:
   `_pg3_0`, `_pg3_1`, ... on every connection, so two clients that land on one server
   connection collide: `prepared statement "_pg3_0" already exists`, `does not exist`, or,
   worst, client B silently runs client A's statement and gets A's rows. NullPool alone does
-  not help: the statement stays on the server connection.
+  not help: the statement stays on the server connection. PgBouncer >= 1.21 with
+  `max_prepared_statements > 0` (the default from 1.24) and libpq >= 17 can carry psycopg's
+  prepared statements, but Supavisor's support is opt-in and off on Supabase, and RDS Proxy
+  pins the session on them, so they stay off in transaction mode.
   https://www.psycopg.org/psycopg3/docs/advanced/prepare.html#using-prepared-statements-with-pgbouncer
 - No startup `options` (PgBouncer rejects them, others drop them) and no plain `SET` (it leaks
-  to the next client of that server connection): `statement_timeout` is set with `SET LOCAL`
-  at the start of every transaction. Single-statement reads run in autocommit (one round trip
-  instead of BEGIN, SELECT, COMMIT) and are bounded by the role's own `statement_timeout`.
-- `connect_timeout` well under the Lambda timeout, so an outage answers 503 quickly.
+  to the next client of that server connection): every transaction, single reads in
+  autocommit included, sets `statement_timeout` transaction-locally, in the same exchange as
+  its first statement (`shared.driver`), never longer than what is left of the invocation's
+  deadline (`shared.deadline`). A read is one exchange with the pooler, a write two.
+- `connect_timeout` well under the Lambda timeout and within the deadline, so an outage
+  answers 503 quickly; a connection still waiting when the deadline passes is cut.
 - `application_name` per function, so `pg_stat_activity` shows who holds connections.
 - `sslmode=require` for any non-loopback host unless the URL says otherwise; `sslrootcert`
   for `verify-full`. Loopback gets `disable`, saving the round trip of `prefer`.
@@ -31,7 +36,8 @@ https://www.pgbouncer.org/features.html#sql-feature-map-for-pooling-modes
 
 Session mode and direct connections (stationary servers, migrations) get a `QueuePool` sized
 by `pool_size_per_instance` with pre-ping; prepared statements stay on there, where they are
-safe. ORM sessions live in `shared.sessions`, so handlers that only need a connection do not
+safe. ORM sessions live in `shared.sessions` (and `shared.async_sessions` for FastAPI's
+`async def` routes, over `get_async_engine()`), so handlers that only need a connection do not
 pay for importing the ORM at cold start.
 """
 

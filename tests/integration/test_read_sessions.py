@@ -1,0 +1,75 @@
+"""Read sessions refuse writes: in the session itself, and in Postgres as a second line.
+
+A read session runs in autocommit, so a write slipped through it would be committed on the
+spot, even if the request failed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import InternalError
+
+from shared.async_sessions import get_async_read_session
+from shared.models import Item
+from shared.sessions import ReadOnlySessionError, read_session, session_scope
+
+
+def count(sku: str) -> int:
+    with read_session() as session:
+        return session.scalar(select(func.count()).where(Item.sku == sku)) or 0
+
+
+def test_flushing_a_new_object_through_a_read_session_raises_and_stores_nothing() -> None:
+    sku = f"RO-{uuid.uuid4().hex[:12]}"
+
+    with read_session() as session:
+        session.add(Item(sku=sku, name="never stored"))
+        with pytest.raises(ReadOnlySessionError):
+            session.flush()
+
+    assert count(sku) == 0
+
+
+def test_postgres_refuses_a_write_statement_in_a_read_session() -> None:
+    sku = f"RO-{uuid.uuid4().hex[:12]}"
+    with session_scope() as session:
+        session.add(Item(sku=sku, name="stored"))
+
+    with pytest.raises(InternalError) as refused, read_session() as session:
+        session.execute(update(Item).where(Item.sku == sku).values(name="changed"))
+
+    assert isinstance(refused.value.orig, psycopg.errors.ReadOnlySqlTransaction)
+    with read_session() as session:
+        assert session.scalar(select(Item.name).where(Item.sku == sku)) == "stored"
+
+
+def test_control_the_same_write_in_a_read_write_session_is_stored() -> None:
+    sku = f"RW-{uuid.uuid4().hex[:12]}"
+
+    with session_scope() as session:
+        session.add(Item(sku=sku, name="stored"))
+
+    assert count(sku) == 1
+
+
+def test_the_async_read_session_of_fastapi_routes_refuses_writes_too() -> None:
+    sku = f"RO-{uuid.uuid4().hex[:12]}"
+
+    async def write_through_a_read_session() -> None:
+        async for session in get_async_read_session():
+            session.add(Item(sku=sku, name="never stored"))
+            await session.flush()
+
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would unset this thread's loop
+    try:
+        with pytest.raises(ReadOnlySessionError):
+            loop.run_until_complete(write_through_a_read_session())
+    finally:
+        loop.close()
+
+    assert count(sku) == 0

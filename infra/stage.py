@@ -23,7 +23,7 @@ import boto3
 from infra.migrate import upgrade
 from infra.package import read_service
 from shared.db import detect_mode, to_sqlalchemy_url
-from shared.errors import DatabaseConfigError
+from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
 from shared.secrets import parse_secret
 from shared.settings import ConnectionMode
 
@@ -97,7 +97,7 @@ def migration_url(stage: str) -> str:
         ) from None
     try:
         url = parse_secret(value)
-    except DatabaseConfigError:
+    except (DatabaseConfigError, DatabaseSecretNotSetError):
         raise StageError(
             f"Secret {name} holds no URL yet: run `make secret STAGE={stage} SECRET=direct`"
         ) from None

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-from shared.errors import DatabaseConfigError
+from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
 
 __all__ = ["fetch_database_url"]
 
@@ -35,7 +35,7 @@ def parse_secret(secret: str) -> str:
     text = secret.strip()
     if not text.startswith("{"):
         if "://" not in text:
-            raise DatabaseConfigError("The database secret does not hold a URL")
+            raise DatabaseSecretNotSetError("The database secret does not hold a URL")
         return text
     try:
         fields = json.loads(text)

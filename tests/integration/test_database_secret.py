@@ -2,7 +2,8 @@
 
 Functions get only the secret's ARN. They read it on first use, keep it across warm
 invocations, and after a failed login read it once more and retry, so a rotated password
-costs no failed request. A missing or malformed secret is a 503 that never shows the secret.
+costs no failed request. A secret still holding the stack's placeholder is a 503; a missing or
+malformed one is a configuration error (a generic 500). Neither response shows the secret.
 """
 
 from __future__ import annotations
@@ -102,19 +103,23 @@ def test_rotated_password_costs_no_failed_request(stack: LocalStack, secrets: Se
 
 
 @pytest.mark.parametrize(
-    "value", [WRONG_PASSWORD, f'{{"username": "postgres", "password": "{WRONG_PASSWORD}"']
+    ("value", "status", "code"),
+    [
+        (WRONG_PASSWORD, 503, "service_unavailable"),  # no URL at all: not set yet
+        (f'{{"username": "postgres", "password": "{WRONG_PASSWORD}"', 500, "internal_error"),
+    ],
 )
-def test_malformed_secret_is_503_without_the_secret_text(
-    secrets: Secrets, capfd: pytest.CaptureFixture[str], value: str
+def test_malformed_secret_is_an_error_without_the_secret_text(
+    secrets: Secrets, capfd: pytest.CaptureFixture[str], value: str, status: int, code: str
 ) -> None:
     secrets.use(value)
 
     response = health()
     output = "".join(capfd.readouterr())
 
-    assert response["statusCode"] == 503
-    assert response["headers"]["Retry-After"]
-    assert body_of(response)["code"] == "service_unavailable"
+    assert response["statusCode"] == status
+    assert ("Retry-After" in response["headers"]) == (status == 503)
+    assert body_of(response)["code"] == code
     assert WRONG_PASSWORD not in response["body"]
     assert WRONG_PASSWORD not in output
 
@@ -132,8 +137,11 @@ def test_warm_instance_recovers_once_the_placeholder_is_replaced(
     assert after["statusCode"] == 200
 
 
-def test_missing_secret_is_503(
-    secrets: Secrets, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+def test_missing_secret_is_a_configuration_error(
+    secrets: Secrets,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     arn = secrets.use("placeholder")
     secrets.delete(arn)
@@ -141,6 +149,9 @@ def test_missing_secret_is_503(
     response = health()
     output = "".join(capfd.readouterr())
 
-    assert response["statusCode"] == 503
-    assert body_of(response)["message"] == "The database secret cannot be read"
+    assert response["statusCode"] == 500
+    assert body_of(response) == {"code": "internal_error", "message": "Internal server error"}
+    assert "configuration error" in [
+        r.getMessage() for r in caplog.records if r.levelname == "ERROR"
+    ]
     assert "Traceback" not in output

@@ -28,7 +28,7 @@ from alembic.util import CommandError
 from infra.migrate import describe, upgrade
 from infra.package import read_service
 from shared.database_url import Purpose, url_for
-from shared.errors import DatabaseConfigError
+from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
 from shared.secrets import parse_secret
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def migration_url(stage: str) -> str:
         ) from None
     try:
         url = parse_secret(value)
-    except DatabaseConfigError:
+    except (DatabaseConfigError, DatabaseSecretNotSetError):
         raise StageError(
             f"Secret {name} holds no URL yet: run `make secret STAGE={stage} SECRET=direct`"
         ) from None

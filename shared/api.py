@@ -1,28 +1,84 @@
 """FastAPI glue shared by every FastAPI function: session dependencies and JSON errors.
 
-Kept apart from `shared.errors` so that plain handlers never import FastAPI.
+Kept apart from `shared.errors` so that plain handlers never import FastAPI. `ErrorBody` and
+`error_responses` put the errors a route can answer into the app's OpenAPI document, so the
+document says what the API really answers (the tests check it with schemathesis).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import MISSING, BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.async_sessions import get_async_read_session, get_async_session
 from shared.errors import ErrorResponse, error_response, http_error, invalid_request
 
-__all__ = ["ReadSessionDep", "SessionDep", "install_error_handlers"]
+__all__ = [
+    "ErrorBody",
+    "ErrorDetail",
+    "ReadSessionDep",
+    "SessionDep",
+    "error_responses",
+    "install_error_handlers",
+]
 
 # scope="function": commit before the response is sent, so a failed commit is what the client
 # sees, never a success response for data that was not stored.
 SessionDep = Annotated[AsyncSession, Depends(get_async_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_async_read_session, scope="function")]
+
+
+class ErrorDetail(BaseModel):
+    """One invalid part of a request: where it is, what is wrong, pydantic's error type."""
+
+    loc: list[str | int]
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error's JSON body; `details` only on a 422 from the request's validation."""
+
+    code: str
+    message: str
+    details: list[ErrorDetail] | MISSING = MISSING
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body is not JSON",
+    404: "No such resource",
+    409: "Conflicts with stored data",
+    422: "Invalid request",
+    500: "Internal error (logged)",
+    503: "The database is unavailable, full or too slow: retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors a route can answer, every one with `ErrorBody`."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status_code in status_codes:
+        response: dict[str, Any] = {
+            "model": ErrorBody,
+            "description": _ERROR_DESCRIPTIONS[status_code],
+        }
+        if status_code == 503:
+            response["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying",
+                    "schema": {"type": "integer", "minimum": 1},
+                }
+            }
+        responses[status_code] = response
+    return responses
 
 
 def _to_json(error: ErrorResponse) -> JSONResponse:
@@ -34,9 +90,40 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     return _to_json(invalid_request(exc.errors()))
 
 
-async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers on the request's path, asked of the routes themselves."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**_routing_scope(request.scope), "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+def _routing_scope(scope: Scope) -> Scope:
+    """The parts of a request that routing looks at, free of what the first match left in it."""
+    return {
+        "type": "http",
+        "path": scope["path"],
+        "root_path": scope.get("root_path", ""),
+        "headers": [],
+        "query_string": b"",
+    }
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return _to_json(http_error(exc.status_code, str(exc.detail), exc.headers))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route on the path only.
+        headers["Allow"] = _allowed_methods(request)
+    return _to_json(http_error(exc.status_code, str(exc.detail), headers))
 
 
 class _ErrorsAsJson:

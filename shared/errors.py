@@ -1,18 +1,49 @@
 """Errors, and the one mapping from errors to HTTP status and JSON body.
 
-    AppError
-    ├── NotFoundError            404
+    AppError                          500
+    ├── NotFoundError                 404
     │   └── ItemNotFoundError
-    ├── ConflictError            409
-    └── ServiceUnavailableError  503 + Retry-After
-        ├── DatabaseUnavailableError
-        └── DatabaseConfigError
+    ├── ConflictError                 409
+    ├── DatabaseConfigError           500, logged with the setting that is wrong
+    └── ServiceUnavailableError       503 + Retry-After
+        ├── DatabaseSecretNotSetError
+        ├── DatabaseUnavailableError      Secrets Manager throttling or not answering
+        └── DeadlineExceededError         (shared.deadline) no time left to connect
 
-Database errors map too: IntegrityError -> 409, OperationalError / InterfaceError (cannot
-connect, pooler full, statement timeout, connection lost) -> 503 + Retry-After. Anything else
-is a 500 with a generic body. Responses and log lines carry the error's class, SQLSTATE and
-where it was raised, never its message: driver messages can quote row values, and connection
-errors can quote the host.
+Database errors map by SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html):
+
+    23505, 23P01          unique, exclusion violation               409
+    23503, 23001          foreign-key, restrict violation           409
+    23514, class 22       check violation; data exception: value    422
+                          too long, out of range, NUL, bad encoding
+    57014, 55P03          statement timeout or cancel, lock timeout 503 + Retry-After
+    40001, 40P01          serialization failure, deadlock           503 + Retry-After
+    class 08, 53, 57      connection lost, too many connections,    503 + Retry-After
+                          server shutting down
+    23502, anything else  not-null violation, syntax error,         500, logged
+                          undefined table: bugs in the code
+
+A connection lost while COMMIT was in flight (`CommitOutcomeUnknownError`, raised by
+`shared.driver`) is a 503 whose code is `commit_outcome_unknown`: the change may be stored.
+
+Without a SQLSTATE, psycopg's DataError (a value it refuses to send, such as NUL in text) is
+a 422; OperationalError and InterfaceError (cannot connect, pooler full, connection lost) and
+a full session-mode pool are a 503.
+
+A foreign-key violation is a 409, not a 422: a referenced row that does not exist, or a row
+that is still referenced, is about the state of other rows, not the shape of the request, and
+the same request can succeed once that state changes. A route that can name what is missing
+should look it up first and raise `NotFoundError`.
+
+Nothing is retried here. The mapping runs after the transaction has failed, and only the route
+knows whether its work may run twice, so timeouts, serialization failures and deadlocks answer
+503 with Retry-After and the client retries.
+
+Logs: ERROR means a person must act (a 500: a bug or a misconfiguration), WARNING a transient
+503, INFO input the database refused that the schemas let through. Responses and log lines
+carry the error's class, SQLSTATE, constraint, column and table names and the innermost frame
+of project code, never the error's message: driver messages quote row values, connection
+errors quote the host.
 """
 
 from __future__ import annotations
@@ -24,10 +55,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+__all__ = [
+    "RETRY_AFTER_SECONDS",
+    "AppError",
+    "CommitOutcomeUnknownError",
+    "ConflictError",
+    "DatabaseConfigError",
+    "DatabaseSecretNotSetError",
+    "DatabaseUnavailableError",
+    "ErrorResponse",
+    "ItemNotFoundError",
+    "NotFoundError",
+    "ServiceUnavailableError",
+    "error_response",
+    "http_error",
+    "invalid_request",
+]
 
 RETRY_AFTER_SECONDS = 2
 """Long enough for a full pooler to free a slot, short enough for a client's first retry."""
+
+PROJECT_PACKAGES = frozenset({"functions", "shared"})
+"""Top-level packages whose frames a 500's log line points at; add your own here."""
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +112,18 @@ class ConflictError(AppError):
     code = "conflict"
 
 
+class DatabaseConfigError(AppError):
+    """The database URL or secret is missing or malformed: a mistake to fix, not an outage.
+
+    The client gets a generic 500; the log names `setting` (e.g. "DATABASE_URL") and the
+    message, which must say what is wrong without ever quoting the value.
+    """
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 class ServiceUnavailableError(AppError):
     """A dependency is down or full; the client may retry."""
 
@@ -67,16 +131,12 @@ class ServiceUnavailableError(AppError):
     code = "service_unavailable"
 
 
-class DatabaseUnavailableError(ServiceUnavailableError):
-    """The database or its pooler cannot be reached or is full."""
-
-
-class DatabaseConfigError(ServiceUnavailableError):
-    """The database URL or secret is missing or malformed."""
-
-
 class DatabaseSecretNotSetError(ServiceUnavailableError):
-    """The deployed database secret still holds the stack's placeholder."""
+    """The deployed secret still holds the stack's placeholder: `make secret` has not run."""
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    """A service the database depends on (Secrets Manager) is throttling or not answering."""
 
 
 class CommitOutcomeUnknownError(psycopg.OperationalError):
@@ -96,57 +156,140 @@ class ErrorResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _sqlstate(exc: BaseException) -> str | None:
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    return getattr(orig, "sqlstate", None)
+@dataclass(frozen=True)
+class _Answer:
+    status_code: int
+    code: str
+    message: str
+
+
+_INTERNAL = _Answer(500, AppError.code, "Internal server error")
+_CONFLICT = _Answer(409, ConflictError.code, "The request conflicts with stored data")
+_UNSTORABLE = _Answer(422, "validation_error", "The request holds a value that cannot be stored")
+_UNAVAILABLE = _Answer(
+    503, ServiceUnavailableError.code, "The database is unavailable, retry shortly"
+)
+_TOO_SLOW = _Answer(
+    503, ServiceUnavailableError.code, "The database did not answer in time, retry shortly"
+)
+_OUTCOME_UNKNOWN = _Answer(
+    503,
+    "commit_outcome_unknown",
+    "The change may or may not have been stored: read it back before retrying",
+)
+_COLLIDED = _Answer(
+    503, ServiceUnavailableError.code, "The request collided with another one, retry shortly"
+)
+
+_BY_SQLSTATE = {
+    "23505": _CONFLICT,  # unique_violation
+    "23P01": _CONFLICT,  # exclusion_violation
+    "23503": _CONFLICT,  # foreign_key_violation
+    "23001": _CONFLICT,  # restrict_violation
+    "23514": _UNSTORABLE,  # check_violation
+    "57014": _TOO_SLOW,  # query_canceled: statement_timeout or a cancel request
+    "55P03": _TOO_SLOW,  # lock_not_available: lock_timeout or NOWAIT
+    "40001": _COLLIDED,  # serialization_failure
+    "40P01": _COLLIDED,  # deadlock_detected
+}
+_BY_SQLSTATE_CLASS = {
+    "22": _UNSTORABLE,  # data_exception
+    "08": _UNAVAILABLE,  # connection_exception; PgBouncer's own errors are 08P01
+    "53": _UNAVAILABLE,  # insufficient_resources: too_many_connections, out_of_memory
+    "57": _UNAVAILABLE,  # operator_intervention: admin_shutdown, cannot_connect_now
+}
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def _database_answer(exc: BaseException) -> _Answer | None:
+    """The answer for a database error by its SQLSTATE, or by its class without one."""
+    driver = _driver_error(exc)
+    if isinstance(driver, CommitOutcomeUnknownError):
+        return _OUTCOME_UNKNOWN
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return _UNAVAILABLE
+    sqlstate = getattr(driver, "sqlstate", None)
+    if sqlstate:
+        return _BY_SQLSTATE.get(sqlstate) or _BY_SQLSTATE_CLASS.get(sqlstate[:2], _INTERNAL)
+    if isinstance(driver, psycopg.DataError):
+        return _UNSTORABLE  # refused by the driver before sending, e.g. NUL in text
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError) or isinstance(
+        driver, psycopg.OperationalError | psycopg.InterfaceError
+    ):
+        return _UNAVAILABLE
+    if isinstance(exc, DBAPIError) or isinstance(driver, psycopg.Error):
+        return _INTERNAL
+    return None
+
+
+def _frame_name(frame: Any, lineno: int) -> str:
+    return f"{frame.f_globals.get('__name__', '?')}:{lineno} in {frame.f_code.co_name}"
 
 
 def _raised_at(exc: BaseException) -> str:
-    """The innermost frame: enough to find the bug, unlike a trace that may leak values."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "unknown"
+    """The innermost frame of project code: where to look, without a trace that may leak values."""
+    frames = list(traceback.walk_tb(exc.__traceback__))
+    for frame, lineno in reversed(frames):
+        if str(frame.f_globals.get("__name__", "")).partition(".")[0] in PROJECT_PACKAGES:
+            return _frame_name(frame, lineno)
+    return _frame_name(*frames[-1]) if frames else "unknown"
 
 
-def _unavailable(message: str, code: str = ServiceUnavailableError.code) -> ErrorResponse:
+def _database_names(exc: BaseException) -> dict[str, str | None]:
+    """Which constraint, column and table: names from the schema, never values."""
+    diag = getattr(_driver_error(exc), "diag", None)
+    return {
+        "constraint": getattr(diag, "constraint_name", None),
+        "column": getattr(diag, "column_name", None),
+        "table": getattr(diag, "table_name", None),
+    }
+
+
+def _log(level: int, event: str, exc: BaseException, status_code: int) -> None:
+    driver = _driver_error(exc)
+    fields: dict[str, Any] = {"status_code": status_code, "error": type(exc).__name__}
+    if driver is not exc or isinstance(exc, psycopg.Error):
+        fields |= {"sqlstate": getattr(driver, "sqlstate", None), **_database_names(exc)}
+    if level >= logging.ERROR:
+        fields["raised_at"] = _raised_at(exc)
+    logger.log(level, event, extra=fields)
+
+
+def _response(answer: _Answer) -> ErrorResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if answer.status_code == 503 else {}
     return ErrorResponse(
-        status_code=503,
-        body={"code": code, "message": message},
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        answer.status_code, {"code": answer.code, "message": answer.message}, headers
     )
 
 
 def error_response(exc: BaseException) -> ErrorResponse:
     """Map any exception to the response the client gets, and log it safely."""
-    if isinstance(exc, ServiceUnavailableError):
-        response = _unavailable(str(exc))
-    elif isinstance(exc, AppError):
-        response = ErrorResponse(exc.status_code, {"code": exc.code, "message": str(exc)})
-    elif isinstance(exc, IntegrityError):
-        response = ErrorResponse(
-            409, {"code": ConflictError.code, "message": "The request conflicts with stored data"}
-        )
-    elif isinstance(exc, DBAPIError) and isinstance(exc.orig, CommitOutcomeUnknownError):
-        response = _unavailable(
-            "The change may or may not have been stored: read it back before retrying",
-            code="commit_outcome_unknown",
-        )
-    elif isinstance(exc, OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    ):
-        response = _unavailable("The database is unavailable, retry shortly")
-    else:
-        response = ErrorResponse(500, {"code": AppError.code, "message": "Internal server error"})
-    if response.status_code >= 500:
+    if isinstance(exc, DatabaseConfigError):
         logger.error(
-            "request failed",
-            extra={
-                "status_code": response.status_code,
-                "error": type(exc).__name__,
-                "sqlstate": _sqlstate(exc),
-                "raised_at": _raised_at(exc),
-            },
+            "configuration error",
+            extra={"error": type(exc).__name__, "setting": exc.setting, "reason": str(exc)},
         )
-    return response
+        return _response(_INTERNAL)
+    if isinstance(exc, AppError):
+        if exc.status_code >= 500:
+            level = logging.WARNING if exc.status_code == 503 else logging.ERROR
+            _log(level, "request failed", exc, exc.status_code)
+        if exc.status_code == 500:
+            return _response(_INTERNAL)
+        return _response(_Answer(exc.status_code, exc.code, str(exc)))
+    answer = _database_answer(exc) or _INTERNAL
+    if answer.status_code == 500:
+        _log(logging.ERROR, "request failed", exc, 500)
+    elif answer.status_code == 503:
+        _log(logging.WARNING, "database unavailable", exc, 503)
+    else:
+        _log(logging.INFO, "request refused by the database", exc, answer.status_code)
+    return _response(answer)
 
 
 def invalid_request(errors: Sequence[Mapping[str, Any]]) -> ErrorResponse:

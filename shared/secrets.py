@@ -79,7 +79,7 @@ def parse_secret(secret: str) -> str:
     text = secret.strip()
     if not text.startswith("{"):
         if "://" not in text:
-            raise DatabaseConfigError("The database secret does not hold a URL")
+            raise DatabaseSecretNotSetError("The database secret does not hold a URL")
         return text
     try:
         fields = json.loads(text)

@@ -9,11 +9,10 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
 import pytest
 
 from functions.health.handler import handler as health_handler
@@ -22,6 +21,7 @@ from infra.local_stack import LocalStack
 from shared.errors import RETRY_AFTER_SECONDS
 from shared.settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
+from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.stack import TEST_PASSWORD, reset_caches
 
 CONNECT_TIMEOUT_S = 2
@@ -113,21 +113,9 @@ def test_unresponsive_pooler_is_503_within_the_connect_timeout(
     assert elapsed >= CONNECT_TIMEOUT_S - 0.5  # it did wait for the timeout, not fail early
 
 
-@contextmanager
-def pooler_full(stack: LocalStack) -> Iterator[None]:
+def pooler_full(stack: LocalStack) -> AbstractContextManager[None]:
     """Lower PgBouncer's max_client_conn below its current clients, then restore it."""
-    with psycopg.connect(
-        stack.admin_url(),
-        autocommit=True,
-        prepare_threshold=None,
-        cursor_factory=psycopg.ClientCursor,
-    ) as admin:
-        config = {row[0]: row[1] for row in admin.execute("SHOW CONFIG").fetchall()}
-        admin.execute("SET max_client_conn = 1")  # this admin connection is the one client
-        try:
-            yield
-        finally:
-            admin.execute(f"SET max_client_conn = {int(config['max_client_conn'])}")
+    return pooler_settings(stack, max_client_conn=1)  # the admin connection is the one client
 
 
 @pytest.mark.parametrize("invocation", INVOCATIONS)

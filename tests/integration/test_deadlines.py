@@ -95,7 +95,7 @@ def assert_answered_in_time(answer: Answer) -> None:
     assert answer.elapsed <= DEADLINE_S + SLACK_S, answer
     if answer.status == 503:
         assert answer.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
-        assert answer.body["code"] == "service_unavailable"
+        assert answer.body["code"] in ("service_unavailable", OUTCOME_UNKNOWN)
     else:
         assert answer.status in (200, 201), answer
 

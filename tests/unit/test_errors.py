@@ -1,23 +1,26 @@
-"""The mapping from errors to HTTP status and body; no network."""
+"""The mapping from the application's own errors to HTTP status and body; no network.
+
+Database errors are mapped from real ones in tests/integration/test_error_mapping.py.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import psycopg
 import pytest
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from shared.errors import (
     RETRY_AFTER_SECONDS,
+    AppError,
     DatabaseConfigError,
+    DatabaseSecretNotSetError,
     ItemNotFoundError,
     error_response,
     http_error,
     invalid_request,
 )
 
-SECRET_DETAIL = 'Key (sku)=(customer-secret-42) already exists; password "hunter2"'
+GENERIC_500 = {"code": "internal_error", "message": "Internal server error"}
 
 
 def raised(exc: Exception) -> Exception:
@@ -35,44 +38,47 @@ def test_not_found_is_404_with_its_message() -> None:
     assert response.body == {"code": "not_found", "message": "Item 7 not found"}
 
 
-def test_integrity_error_is_409_without_the_database_detail() -> None:
-    exc = IntegrityError("INSERT ...", {}, psycopg.errors.UniqueViolation(SECRET_DETAIL))
-
-    response = error_response(raised(exc))
-
-    assert response.status_code == 409
-    assert "secret" not in str(response.body)
-
-
-@pytest.mark.parametrize(
-    "exc",
-    [
-        OperationalError("connect", {}, psycopg.OperationalError("pooler full: " + SECRET_DETAIL)),
-        DatabaseConfigError("DATABASE_URL is not set"),
-    ],
-)
-def test_database_trouble_is_503_with_retry_after(exc: Exception) -> None:
-    response = error_response(raised(exc))
-
-    assert response.status_code == 503
-    assert response.headers == {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    assert "secret" not in str(response.body)
-
-
-def test_unexpected_errors_are_500_and_logged_without_message_or_trace(
+def test_configuration_error_is_a_generic_500_logged_once_with_the_setting(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    exc = ProgrammingError("SELECT", {}, psycopg.errors.UndefinedTable(SECRET_DETAIL))
+    exc = DatabaseConfigError("The database URL cannot be parsed", setting="DATABASE_URL")
 
-    with caplog.at_level(logging.ERROR, logger="shared.errors"):
+    with caplog.at_level(logging.DEBUG):
         response = error_response(raised(exc))
 
     assert response.status_code == 500
-    assert response.body == {"code": "internal_error", "message": "Internal server error"}
+    assert response.body == GENERIC_500
+    assert response.headers == {}  # no Retry-After: retrying does not fix a setting
     [record] = caplog.records
-    assert record.error == "ProgrammingError"  # type: ignore[attr-defined]
-    assert record.sqlstate == "42P01"  # type: ignore[attr-defined]
-    assert "test_errors.py" in record.raised_at  # type: ignore[attr-defined]
+    assert record.levelno == logging.ERROR
+    assert record.setting == "DATABASE_URL"  # type: ignore[attr-defined]
+    assert record.exc_info is None
+
+
+def test_secret_not_set_yet_is_503_with_retry_after(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = error_response(raised(DatabaseSecretNotSetError("no URL yet")))
+
+    assert response.status_code == 503
+    assert response.headers == {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    assert response.body == {"code": "service_unavailable", "message": "no URL yet"}
+    assert [record.levelno for record in caplog.records] == [logging.WARNING]
+
+
+@pytest.mark.parametrize("exc", [ValueError("customer-secret-42"), AppError("customer-secret-42")])
+def test_unexpected_errors_are_500_logged_with_the_project_frame_not_the_message(
+    exc: Exception, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = error_response(raised(exc))
+
+    assert response.status_code == 500
+    assert response.body == GENERIC_500
+    [record] = caplog.records
+    assert record.levelno == logging.ERROR
+    assert record.error == type(exc).__name__  # type: ignore[attr-defined]
+    # Raised outside functions/ and shared/: the innermost frame is the fallback.
+    assert record.raised_at.startswith("tests.unit.test_errors:")  # type: ignore[attr-defined]
     assert "secret" not in caplog.text
     assert record.exc_info is None
 

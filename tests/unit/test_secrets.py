@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import DatabaseConfigError
+from shared.errors import AppError, DatabaseConfigError, DatabaseSecretNotSetError
 from shared.secrets import parse_secret
 
 URL = "postgresql://postgres.ref:p%40ss@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
@@ -24,9 +24,18 @@ def test_rds_rotation_fields_become_an_escaped_url() -> None:
     assert parse_secret(value) == "postgresql://app:p%40ss%3Aw%2Frd@proxy.example:5432/shop"
 
 
-@pytest.mark.parametrize("value", ["hunter2-secret", '{"password": "hunter2-secret"}', "{oops"])
-def test_malformed_secrets_are_refused_without_quoting_them(value: str) -> None:
-    with pytest.raises(DatabaseConfigError) as caught:
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("hunter2-secret", DatabaseSecretNotSetError),  # no URL: the stack's placeholder
+        ('{"password": "hunter2-secret"}', DatabaseConfigError),
+        ("{oops", DatabaseConfigError),
+    ],
+)
+def test_malformed_secrets_are_refused_without_quoting_them(
+    value: str, error: type[AppError]
+) -> None:
+    with pytest.raises(error) as caught:
         parse_secret(value)
 
     assert "hunter2" not in str(caught.value)

@@ -7,7 +7,7 @@ sends BEGIN and waits for its answer, then SET LOCAL, then the statement, then C
 exchanges for one INSERT. Here the first statement of each transaction travels in one pipeline
 with what it needs, and the server answers them together:
 
-- in a transaction: BEGIN, `set_config(..., true)`, the statement; then COMMIT: 2 exchanges;
+- in a transaction: BEGIN, `SET LOCAL`, the statement; then COMMIT: 2 exchanges;
 - in autocommit (single reads): `set_config(..., true)` and the statement share the implicit
   transaction that the protocol's Sync closes: 1 exchange, and the settings end with it.
 
@@ -61,8 +61,13 @@ def _begin(conn: _Transaction) -> sql.Composed | None:
     return sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(level.name.replace("_", " ")))
 
 
-def _prelude(conn: _Transaction) -> tuple[sql.Composed, list[str]] | None:
-    """One SELECT of transaction-local settings, or None when there is nothing to set."""
+def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
+    """The statements that set this transaction's limits, sent before its first statement.
+
+    In a transaction, `SET LOCAL`: it takes no snapshot, so `SET TRANSACTION ISOLATION LEVEL`
+    may still follow. In autocommit, one `SELECT set_config(..., true)`: `SET LOCAL` outside a
+    BEGIN would warn, although the protocol's implicit transaction keeps it until the Sync.
+    """
     settings: dict[str, str] = {}
     timeout_ms = conn.statement_timeout_ms
     left = remaining_seconds()
@@ -74,16 +79,22 @@ def _prelude(conn: _Transaction) -> tuple[sql.Composed, list[str]] | None:
         settings["statement_timeout"] = str(timeout_ms)
     if conn.read_only:
         settings["transaction_read_only"] = "on"
+    if conn.wants_transaction:
+        return [
+            (sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)), [])
+            for name, value in settings.items()
+        ]
     if not settings:
-        return None
+        return []
     calls = sql.SQL(", ").join(
         sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name in settings
     )
-    return sql.SQL("SELECT {}").format(calls), list(settings.values())
+    return [(sql.SQL("SELECT {}").format(calls), list(settings.values()))]
 
 
 @contextmanager
 def _commit_outcome(conn: _AnyConnection) -> Iterator[None]:
+    """Tell a connection lost during COMMIT apart: nobody knows whether the change is stored."""
     try:
         yield
     except psycopg.OperationalError as exc:
@@ -93,9 +104,7 @@ def _commit_outcome(conn: _AnyConnection) -> Iterator[None]:
 
 
 @contextmanager
-def _discard_if_stuck(
-    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
-) -> Iterator[None]:
+def _discard_if_stuck(conn: _AnyConnection) -> Iterator[None]:
     """Close a connection that a failure left in pipeline mode: nothing more can be sent on it.
 
     A closed connection is what SQLAlchemy recognises as a disconnect: it discards it instead of
@@ -144,8 +153,8 @@ class PoolerConnection(psycopg.Connection[Any]):
         """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""
         if begin := _begin(self):
             cursor.execute(begin)
-        if prelude := _prelude(self):
-            cursor.execute(*prelude)
+        for statement, params in _prelude(self):
+            cursor.execute(statement, params or None)
 
 
 class PoolerCursor(psycopg.Cursor[Any]):
@@ -209,8 +218,8 @@ class AsyncPoolerConnection(psycopg.AsyncConnection[Any]):
         """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""
         if begin := _begin(self):
             await cursor.execute(begin)
-        if prelude := _prelude(self):
-            await cursor.execute(*prelude)
+        for statement, params in _prelude(self):
+            await cursor.execute(statement, params or None)
 
 
 class AsyncPoolerCursor(psycopg.AsyncCursor[Any]):

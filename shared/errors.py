@@ -81,6 +81,9 @@ RETRY_AFTER_SECONDS = 2
 PROJECT_PACKAGES = frozenset({"functions", "shared"})
 """Top-level packages whose frames a 500's log line points at; add your own here."""
 
+NOT_WHERE_BUGS_ARE = frozenset({"shared.driver"})
+"""Project modules that only carry statements to the driver: the frame above them is the one."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -235,7 +238,8 @@ def _raised_at(exc: BaseException) -> str:
     """The innermost frame of project code: where to look, without a trace that may leak values."""
     frames = list(traceback.walk_tb(exc.__traceback__))
     for frame, lineno in reversed(frames):
-        if str(frame.f_globals.get("__name__", "")).partition(".")[0] in PROJECT_PACKAGES:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.partition(".")[0] in PROJECT_PACKAGES and module not in NOT_WHERE_BUGS_ARE:
             return _frame_name(frame, lineno)
     return _frame_name(*frames[-1]) if frames else "unknown"
 

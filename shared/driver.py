@@ -118,18 +118,11 @@ def _discard_if_stuck(conn: _AnyConnection) -> Iterator[None]:
         raise
 
 
-class PoolerConnection(psycopg.Connection[Any]):
-    """A connection whose cursors pipeline BEGIN and the settings with the first statement."""
+class _WireAutocommit:
+    """`autocommit` as SQLAlchemy sets it, while the connection stays in autocommit on the wire."""
 
     statement_timeout_ms = 0
     wants_transaction = True
-
-    @classmethod
-    def open(cls, statement_timeout_ms: int, **params: Any) -> PoolerConnection:
-        """Connect in autocommit on the wire, with these settings for every transaction."""
-        conn = cls.connect(autocommit=True, cursor_factory=PoolerCursor, **params)
-        conn.statement_timeout_ms = statement_timeout_ms
-        return conn
 
     @property
     def autocommit(self) -> bool:
@@ -139,6 +132,17 @@ class PoolerConnection(psycopg.Connection[Any]):
     @autocommit.setter
     def autocommit(self, value: bool) -> None:
         self.wants_transaction = not value
+
+
+class PoolerConnection(_WireAutocommit, psycopg.Connection[Any]):
+    """A connection whose cursors pipeline BEGIN and the settings with the first statement."""
+
+    @classmethod
+    def open(cls, statement_timeout_ms: int, **params: Any) -> PoolerConnection:
+        """Connect in autocommit on the wire, with these settings for every transaction."""
+        conn = cls.connect(autocommit=True, cursor_factory=PoolerCursor, **params)
+        conn.statement_timeout_ms = statement_timeout_ms
+        return conn
 
     def set_autocommit(self, value: bool) -> None:
         """Method version of the `autocommit` setter."""
@@ -183,11 +187,8 @@ class PoolerCursor(psycopg.Cursor[Any]):
         return None
 
 
-class AsyncPoolerConnection(psycopg.AsyncConnection[Any]):
+class AsyncPoolerConnection(_WireAutocommit, psycopg.AsyncConnection[Any]):
     """The asyncio twin of `PoolerConnection`, for SQLAlchemy's asyncio engine."""
-
-    statement_timeout_ms = 0
-    wants_transaction = True
 
     @classmethod
     async def open(cls, statement_timeout_ms: int, **params: Any) -> AsyncPoolerConnection:
@@ -195,15 +196,6 @@ class AsyncPoolerConnection(psycopg.AsyncConnection[Any]):
         conn = await cls.connect(autocommit=True, cursor_factory=AsyncPoolerCursor, **params)
         conn.statement_timeout_ms = statement_timeout_ms
         return conn
-
-    @property
-    def autocommit(self) -> bool:
-        """What SQLAlchemy asked for; the wire stays in autocommit."""
-        return not self.wants_transaction
-
-    @autocommit.setter
-    def autocommit(self, value: bool) -> None:
-        self.wants_transaction = not value
 
     async def set_autocommit(self, value: bool) -> None:
         """Method version of the `autocommit` setter."""

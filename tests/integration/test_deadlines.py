@@ -187,28 +187,27 @@ def test_frozen_pooler_answers_503_before_the_deadline(
     assert any(answer.status == 503 for answer in answers), "the freeze was never felt"
 
 
-@pytest.mark.parametrize("clients", [1, 8])
-def test_pooler_restart_answers_in_time_and_recovers(
-    stack: LocalStack, clients: int, report: Report
-) -> None:
-    before = pgbouncer_pid(stack)
-    answers, fault_ended = run_clients(clients, lambda: restart_pooler(stack, down_s=1.0))
-
-    check_run(stack, answers, fault_ended, report)
-    assert pgbouncer_pid(stack) != before
+RESTARTS: dict[str, tuple[Callable[[LocalStack], int], Callable[[LocalStack], None]]] = {
+    # what restarts: (its pid, how it is restarted)
+    "pgbouncer": (pgbouncer_pid, lambda stack: restart_pooler(stack, down_s=1.0)),
+    # PgBouncer holds its clients while it logs in again (server_login_retry = 1 s), so a
+    # short Postgres restart may cost no failure at all: only the lateness shows.
+    "postgres": (postgres_pid, lambda stack: restart_postgres(stack, down_s=0.2)),
+}
 
 
 @pytest.mark.parametrize("clients", [1, 8])
-def test_postgres_restart_answers_in_time_and_recovers(
-    stack: LocalStack, clients: int, report: Report
+@pytest.mark.parametrize("server", RESTARTS)
+def test_restart_answers_in_time_and_recovers(
+    stack: LocalStack, server: str, clients: int, report: Report
 ) -> None:
-    before = postgres_pid(stack)
-    answers, fault_ended = run_clients(clients, lambda: restart_postgres(stack, down_s=0.2))
+    pid_of, restart = RESTARTS[server]
+    before = pid_of(stack)
 
-    # PgBouncer holds the clients while it logs in again (server_login_retry = 1 s), so a
-    # short restart may cost no failure at all: only the lateness shows.
+    answers, fault_ended = run_clients(clients, lambda: restart(stack))
+
     check_run(stack, answers, fault_ended, report)
-    assert postgres_pid(stack) != before
+    assert pid_of(stack) != before
 
 
 def active_backends(stack: LocalStack) -> list[str]:

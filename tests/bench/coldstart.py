@@ -34,7 +34,10 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
+from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import EVENTS_DIR
+
+ZIP_INVOKER = Path(zip_invoker.__file__)
 
 __all__ = ["SCENARIOS", "measure_cold_starts"]
 
@@ -56,27 +59,6 @@ RUNTIME_PACKAGES = (
 )
 REGION = "eu-central-1"
 FIRST_EVENTS = {"health": "get_health", "connections": "get_connections", "items": "get_item"}
-
-INVOKER = """
-import importlib, json, sys
-
-class Context:
-    function_name = "bench"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:bench"
-    aws_request_id = "bench-request"
-    log_group_name = "/aws/lambda/bench"
-    log_stream_name = "bench"
-    identity = client_context = None
-    def get_remaining_time_in_millis(self): return 10000
-
-module = importlib.import_module(sys.argv[1])
-if len(sys.argv) > 2:
-    with open(sys.argv[2]) as events:
-        response = module.handler(json.load(events), Context())
-    sys.stderr.write("BENCH-STATUS " + str(response["statusCode"]) + "\\n")
-"""
 
 
 def _unpack_read_only(zip_path: Path, target: Path, *, bytecode: bool) -> None:
@@ -154,8 +136,6 @@ def measure_cold_starts(
     _remove(work)
     runtime = work / "runtime"
     _install_runtime_packages(runtime)
-    invoker = work / "invoke.py"
-    invoker.write_text(INVOKER)
     events: dict[str, Path] = {}
     for function, zip_path in zips.items():
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
@@ -181,7 +161,7 @@ def measure_cold_starts(
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
                     }
-                    args = [str(invoker), f"functions.{function}.handler"]
+                    args = [str(ZIP_INVOKER), f"functions.{function}.handler"]
                     if scenario == "bare interpreter":
                         args = ["-c", "pass"]
                     elif scenario.endswith("DATABASE_URL"):
@@ -197,7 +177,7 @@ def measure_cold_starts(
                     )  # fmt: skip
                     elapsed = time.perf_counter() - started
                     failed = done.returncode != 0 or (
-                        "first request" in scenario and "BENCH-STATUS 200" not in done.stderr
+                        "first request" in scenario and '"statusCode": 200' not in done.stderr
                     )
                     if failed:
                         raise BenchError(f"{function}, {scenario}:\n{done.stderr[-2000:]}")

@@ -24,7 +24,10 @@ import pytest
 
 from infra.local_stack import LocalStack
 from infra.package import read_service
+from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import EVENTS_DIR
+
+ZIP_INVOKER = Path(zip_invoker.__file__)
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = read_service()
@@ -117,28 +120,6 @@ def test_every_module_ships_bytecode_for_the_runtime(
     assert missing == []
 
 
-SMOKE_INVOKER = """
-import importlib, json, sys
-
-class Context:
-    function_name = "smoke"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 512
-    invoked_function_arn = "arn:aws:lambda:eu-central-1:123456789012:function:smoke"
-    aws_request_id = "smoke-request"
-    log_group_name = "/aws/lambda/smoke"
-    log_stream_name = "smoke"
-    identity = client_context = None
-    def get_remaining_time_in_millis(self): return 10000
-
-handler = importlib.import_module(sys.argv[1]).handler
-for event_file in sys.argv[2:]:
-    with open(event_file) as events:
-        response = handler(json.load(events), Context())
-    sys.stderr.write("RESPONSE " + json.dumps(response) + "\\n")
-"""
-
-
 @pytest.fixture(scope="module")
 def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Each zip unpacked into its own folder, then made read-only as Lambda's task root is."""
@@ -155,19 +136,15 @@ def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return root
 
 
-def invoke_from_zip(
-    task_root: Path, events: list[Path], database_url: str, tmp_path: Path
-) -> list[dict[str, Any]]:
+def invoke_from_zip(task_root: Path, events: list[Path], database_url: str) -> list[dict[str, Any]]:
     """Invoke a function's handler with a Python of the runtime's version that sees only
     its zip (unpacked at `task_root`, named after the function)."""
     module = f"functions.{task_root.name}.handler"
-    invoker = tmp_path / "invoke.py"
-    invoker.write_text(SMOKE_INVOKER)
     base_python = getattr(sys, "_base_executable", sys.executable)
     done = subprocess.run(
         # -S: no site-packages; -B: write no bytecode, as on Lambda's read-only task root
         # (where root, running these tests, would ignore the folder's permissions).
-        [base_python, "-S", "-B", str(invoker), module, *map(str, events)],
+        [base_python, "-S", "-B", str(ZIP_INVOKER), module, *map(str, events)],
         cwd=task_root,
         env={
             "PATH": "/usr/bin:/bin",
@@ -204,28 +181,22 @@ def test_smoke_python_is_the_runtime_version() -> None:
     assert version == SERVICE.python_version
 
 
-def test_health_zip_answers_from_the_pooler(
-    unpacked: Path, database: LocalStack, tmp_path: Path
-) -> None:
+def test_health_zip_answers_from_the_pooler(unpacked: Path, database: LocalStack) -> None:
     [response] = invoke_from_zip(
         unpacked / "health",
         [EVENTS_DIR / "get_health.json"],
         database.pooler_url(),
-        tmp_path,
     )
 
     assert response["statusCode"] == 200
     assert json.loads(response["body"]) == {"status": "ok", "database": "reachable"}
 
 
-def test_connections_zip_answers_from_the_pooler(
-    unpacked: Path, database: LocalStack, tmp_path: Path
-) -> None:
+def test_connections_zip_answers_from_the_pooler(unpacked: Path, database: LocalStack) -> None:
     [response] = invoke_from_zip(
         unpacked / "connections",
         [EVENTS_DIR / "get_connections.json"],
         database.pooler_url(),
-        tmp_path,
     )
 
     assert response["statusCode"] == 200
@@ -245,7 +216,6 @@ def test_items_zip_creates_and_reads_through_the_pooler(
         unpacked / "items",
         [create_file, EVENTS_DIR / "get_items.json"],
         database.pooler_url(),
-        tmp_path,
     )
 
     assert created["statusCode"] == 201

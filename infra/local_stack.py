@@ -56,6 +56,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from infra import PROJECT_ROOT
+
 __all__ = [
     "DEFAULT_STATE_DIR",
     "Binaries",
@@ -76,7 +78,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".local" / "dev"
 DEFAULT_POSTGRES_PORT = 54322
 DEFAULT_POOLER_PORT = 6543

@@ -16,13 +16,13 @@ migration MSG=...`) all reach the same database.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import URL
 
+from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack, config_from_env
 from shared.database_url import Purpose, url_for
 from shared.errors import DatabaseConfigError
@@ -30,7 +30,6 @@ from shared.settings import get_settings
 
 __all__ = ["URL_ATTRIBUTE", "alembic_config", "describe", "migration_url", "unreachable", "upgrade"]
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 URL_ATTRIBUTE = "database_url"
 """Where `upgrade` hands env.py its URL: the process environment is never written to."""
 

@@ -14,9 +14,9 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from infra import PROJECT_ROOT
+
 SERVERLESS = PROJECT_ROOT / "node_modules" / ".bin" / "serverless"
 VENV = PROJECT_ROOT / ".venv"
 STOP_TIMEOUT_S = 10.0

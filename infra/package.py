@@ -46,9 +46,9 @@ from typing import Any
 
 import yaml
 
+from infra import PROJECT_ROOT
 from infra.slim import slim
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_DIR_VARIABLE = "ARTIFACTS_DIR"
 MANIFEST_NAME = "manifest.json"
 PLATFORMS = {"arm64": "aarch64-manylinux_2_28", "x86_64": "x86_64-manylinux_2_28"}

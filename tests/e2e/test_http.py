@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from infra import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 
 
 def declared_routes() -> set[str]:

@@ -20,6 +20,7 @@ import pytest
 from alembic import command
 from alembic.util import CommandError
 
+from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
 from infra.migrate import alembic_config, upgrade
 from shared.database_url import MIGRATIONS_NEED_A_SESSION
@@ -28,7 +29,7 @@ from shared.settings import get_settings
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import TEST_PASSWORD
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 SUPAVISOR_TRANSACTION = (
     "postgres://postgres.ref:hunter2@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
 )

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from infra import PROJECT_ROOT
 from infra.package import ARTIFACTS_DIR_VARIABLE
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"
 # The only finding, on every route: the framework adds a DependsOn that a Ref already implies.
 FRAMEWORK_FINDINGS = ["W3005"]

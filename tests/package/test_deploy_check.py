@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from infra import PROJECT_ROOT
 from infra.package import (
     ARTIFACTS_DIR_VARIABLE,
     PLATFORMS,
@@ -23,7 +24,7 @@ from infra.package import (
     verify,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 PROJECT_FILES = ("serverless.yml", "pyproject.toml", "uv.lock", "shared", "functions")
 ARCHITECTURE = read_service().architecture
 OTHER_ARCHITECTURE = next(arch for arch in PLATFORMS if arch != ARCHITECTURE)

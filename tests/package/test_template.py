@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
+from infra import PROJECT_ROOT
 from infra.package import read_service
 from shared.settings import Settings
 from tests.package.templates import cfn_lint, serverless_package
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 SUPABASE_MICRO_POOLER_CLIENTS = 200
 
 

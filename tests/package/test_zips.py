@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
 from infra.package import read_service
 from tests.fixtures import zip_invoker
@@ -29,7 +30,7 @@ from tests.fixtures.lambda_events import EVENTS_DIR
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 SERVICE = read_service()
 FUNCTIONS = [function.name for function in SERVICE.functions]
 LAMBDA_ZIPPED_LIMIT = 50 * 2**20  # direct upload

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import boto3
 
+from infra import PROJECT_ROOT
 from shared.settings import ENV_FILE_VARIABLE, Settings, get_settings
 from tests.conftest import environment_outside_the_session
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = PROJECT_ROOT
 HOSTILE_ENV_FILE = """
 DB_MODE=session
 DB_STATEMENT_TIMEOUT_MS=1

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from infra import PROJECT_ROOT
+
+ROOT = PROJECT_ROOT
 
 
 def planned(*args: str) -> list[str]:

@@ -14,7 +14,9 @@ from typing import Any
 
 import yaml
 
-WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "ci.yml"
+from infra import PROJECT_ROOT
+
+WORKFLOW = PROJECT_ROOT / ".github" / "workflows" / "ci.yml"
 
 
 def workflow() -> dict[Any, Any]:

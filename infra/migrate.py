@@ -67,7 +67,7 @@ def unreachable(url: URL, error: BaseException) -> str:
     return f"Cannot reach the {describe(url)}: {reason}"
 
 
-def upgrade(url: str | URL | None = None, revision: str = "head") -> URL:
+def upgrade(url: str | URL | None = None, revision: str = "heads") -> URL:
     """Upgrade the database behind `url` (or `migration_url()`); return the URL it used.
 
     Raises DatabaseConfigError for a URL that cannot serve migrations and CommandError (one

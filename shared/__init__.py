@@ -1,4 +1,5 @@
-"""Code every function shares: settings, database, models, errors, logging.
+"""The platform every function shares: settings, engine and sessions, the error mapping, the
+Lambda/HTTP boundary, FastAPI glue, secrets, logs. No function's own domain lives here.
 
 Every handler imports this package, so SnapStart's runtime hooks are registered here (a no-op
 outside Lambda's runtimes; see shared/snapstart.py).

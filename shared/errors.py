@@ -1,8 +1,7 @@
 """Errors, and the one mapping from errors to HTTP status and JSON body.
 
     AppError                          500
-    ├── NotFoundError                 404
-    │   └── ItemNotFoundError
+    ├── NotFoundError                 404 (functions subclass it: ItemNotFoundError)
     ├── ConflictError                 409
     ├── DatabaseConfigError           500, logged with the setting that is wrong
     └── ServiceUnavailableError       503 + Retry-After
@@ -67,7 +66,6 @@ __all__ = [
     "DatabaseSecretNotSetError",
     "DatabaseUnavailableError",
     "ErrorResponse",
-    "ItemNotFoundError",
     "NotFoundError",
     "ServiceUnavailableError",
     "error_response",
@@ -99,13 +97,6 @@ class NotFoundError(AppError):
 
     status_code = 404
     code = "not_found"
-
-
-class ItemNotFoundError(NotFoundError):
-    """No item has the requested id."""
-
-    def __init__(self, item_id: int) -> None:
-        super().__init__(f"Item {item_id} not found")
 
 
 class ConflictError(AppError):

@@ -1,11 +1,13 @@
-"""ORM models, in SQLAlchemy 2.0 style; Alembic migrations are written against them."""
+"""The declarative base every function's models share (SQLAlchemy 2.0 style).
+
+Models live beside the function that owns them (`functions/<name>/models.py`); Alembic's env.py
+imports each of those, so autogenerate and `alembic check` see every table.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Identity, MetaData, String, func
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import MetaData
+from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints, so migrations can drop and alter them by a predictable name.
 NAMING_CONVENTION = {
@@ -21,21 +23,3 @@ class Base(DeclarativeBase):
     """Declarative base sharing one MetaData with the naming convention."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class Item(Base):
-    """A stock item, identified for clients by its unique SKU."""
-
-    __tablename__ = "items"
-    __table_args__ = (CheckConstraint("quantity >= 0", name="quantity_not_negative"),)
-    # Server-generated columns come back in INSERT/UPDATE ... RETURNING, not a second SELECT.
-    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    sku: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
-    quantity: Mapped[int] = mapped_column(server_default="0")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
-    )

@@ -13,10 +13,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy import delete, func, select, update
 
+from functions.items.errors import ItemNotFoundError
+from functions.items.models import Item
 from functions.items.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
 from shared.api import ReadSessionDep, SessionDep, error_responses
-from shared.errors import ItemNotFoundError
-from shared.models import Item
 
 router = APIRouter(prefix="/items", tags=["items"])
 

@@ -9,11 +9,16 @@ are CommandErrors, which Alembic's command line prints as one line.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import pkgutil
+
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import URL
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+import functions
 from infra.migrate import URL_ATTRIBUTE, unreachable
 from infra.migrate import migration_url as configured_migration_url
 from shared.database_url import Purpose, url_for
@@ -21,6 +26,21 @@ from shared.db import build_engine
 from shared.errors import DatabaseConfigError
 from shared.models import Base
 from shared.settings import ConnectionMode, get_settings
+
+
+def import_function_models() -> None:
+    """Import every `functions/<name>/models.py`, so Base.metadata holds every function's tables.
+
+    Autogenerate and `alembic check` compare that metadata with the database; a function added,
+    renamed or removed needs no change here.
+    """
+    for function in pkgutil.iter_modules(functions.__path__):
+        module = f"functions.{function.name}.models"
+        if function.ispkg and importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
+
+
+import_function_models()
 
 
 def migration_url() -> URL:

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from functions.connections.report import USAGE_QUERY, build_report
+from functions.items.models import Item
 from functions.items.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
-from shared.models import Item
 
 __all__ = ["build_naive_handler"]
 

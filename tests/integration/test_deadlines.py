@@ -25,11 +25,11 @@ from sqlalchemy.exc import OperationalError
 
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
+from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared.db import autocommit_connection, transaction
 from shared.deadline import DEADLINE_MARGIN_S, invocation_deadline
 from shared.errors import RETRY_AFTER_SECONDS, CommitOutcomeUnknownError, error_response
-from shared.models import Item
 from tests.fixtures.faults import (
     pgbouncer_pid,
     pooler_frozen,

@@ -18,10 +18,10 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
+from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared.db import transaction
 from shared.errors import RETRY_AFTER_SECONDS, ErrorResponse, error_response
-from shared.models import Item
 from shared.sessions import session_scope
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.stack import reset_caches

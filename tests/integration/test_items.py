@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from functions.items.handler import handler
+from functions.items.models import Item
 from shared.db import autocommit_connection
-from shared.models import Item
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 
 

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy import delete, func, select
 
 from functions.items.handler import app, handler
+from functions.items.models import Item
 from shared.db import transaction
-from shared.models import Item
 from tests.fixtures.lambda_http import lambda_session
 
 BASE_URL = "http://items.lambda"

@@ -104,7 +104,7 @@ def test_direct_database_url_in_the_environment_wins_over_dotenv(
     assert version_of(empty_database) == HEAD
 
 
-ALEMBIC_SQL = [*ALEMBIC, "upgrade", "head", "--sql"]
+ALEMBIC_SQL = [*ALEMBIC, "upgrade", "heads", "--sql"]
 REFUSING_PATHS = {
     "make migrate, .env": (MAKE_MIGRATE, {"DIRECT_DATABASE_URL": SUPAVISOR_TRANSACTION}, {}),
     "make migrate, environment": (
@@ -117,17 +117,17 @@ REFUSING_PATHS = {
         {"DATABASE_URL": "postgresql://postgres:hunter2@127.0.0.1:56543/postgres"},
         {},
     ),
-    "alembic upgrade head": (
-        [*ALEMBIC, "upgrade", "head"],
+    "alembic upgrade heads": (
+        [*ALEMBIC, "upgrade", "heads"],
         {"DIRECT_DATABASE_URL": SUPAVISOR_TRANSACTION},
         {},
     ),
-    "alembic upgrade head --sql, .env": (
+    "alembic upgrade heads --sql, .env": (
         ALEMBIC_SQL,
         {"DIRECT_DATABASE_URL": SUPAVISOR_TRANSACTION},
         {},
     ),
-    "alembic upgrade head --sql, environment": (
+    "alembic upgrade heads --sql, environment": (
         ALEMBIC_SQL,
         None,
         {"DIRECT_DATABASE_URL": SUPAVISOR_TRANSACTION},
@@ -167,7 +167,7 @@ def test_sql_mode_reads_dotenv_and_needs_no_connection(tmp_path: Path) -> None:
     assert "hunter2" not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("command_line", [MAKE_MIGRATE, [*ALEMBIC, "upgrade", "head"]])
+@pytest.mark.parametrize("command_line", [MAKE_MIGRATE, [*ALEMBIC, "upgrade", "heads"]])
 def test_an_unreachable_database_is_one_line(tmp_path: Path, command_line: list[str]) -> None:
     port = closed_port()
 

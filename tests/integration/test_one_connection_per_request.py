@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 from functions.connections.handler import handler as connections_handler
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
+from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared.db import get_engine
-from shared.models import Item
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import InternalError
 
+from functions.items.models import Item
 from shared.async_sessions import get_async_read_session
-from shared.models import Item
 from shared.sessions import ReadOnlySessionError, read_session, session_scope
 
 

@@ -14,7 +14,7 @@ from shared.errors import (
     AppError,
     DatabaseConfigError,
     DatabaseSecretNotSetError,
-    ItemNotFoundError,
+    NotFoundError,
     error_response,
     http_error,
     invalid_request,
@@ -31,11 +31,15 @@ def raised(exc: Exception) -> Exception:
         return caught
 
 
-def test_not_found_is_404_with_its_message() -> None:
-    response = error_response(ItemNotFoundError(7))
+class OrderNotFoundError(NotFoundError):
+    """A function's own not-found error, as functions/items/errors.py declares one."""
+
+
+def test_a_functions_not_found_error_is_404_with_its_message() -> None:
+    response = error_response(OrderNotFoundError("Order 7 not found"))
 
     assert response.status_code == 404
-    assert response.body == {"code": "not_found", "message": "Item 7 not found"}
+    assert response.body == {"code": "not_found", "message": "Order 7 not found"}
 
 
 def test_configuration_error_is_a_generic_500_logged_once_with_the_setting(

@@ -35,7 +35,8 @@ from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import EVENTS_DIR
+from tests.fixtures.functions import FUNCTIONS, read_route
+from tests.fixtures.lambda_events import http_event
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -58,7 +59,6 @@ RUNTIME_PACKAGES = (
     "urllib3",
 )
 REGION = "eu-central-1"
-FIRST_EVENTS = {"health": "get_health", "connections": "get_connections", "items": "get_item"}
 
 
 def _unpack_read_only(zip_path: Path, target: Path, *, bytecode: bool) -> None:
@@ -140,10 +140,10 @@ def measure_cold_starts(
     for function, zip_path in zips.items():
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
         _unpack_read_only(zip_path, work / "no-bytecode" / function, bytecode=False)
-        event = json.loads((EVENTS_DIR / f"{FIRST_EVENTS[function]}.json").read_text())
-        if function == "items":
-            event["rawPath"] = event["requestContext"]["http"]["path"] = f"/items/{read_id}"
-            event["pathParameters"] = {"item_id": str(read_id)}
+        # A read of one row (`read_id`) where the function has one, as the README's figures.
+        gets = [r for r in FUNCTIONS[function].routes if r.method == "GET" and r.parameters]
+        route = gets[0] if gets else read_route(FUNCTIONS[function])
+        event = http_event(route, params=dict.fromkeys(route.parameters, read_id))
         events[function] = work / f"{function}-event.json"
         events[function].write_text(json.dumps(event))
     python = getattr(sys, "_base_executable", sys.executable)
@@ -161,7 +161,8 @@ def measure_cold_starts(
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
                     }
-                    args = [str(ZIP_INVOKER), f"functions.{function}.handler"]
+                    declared = FUNCTIONS[function]
+                    args = [str(ZIP_INVOKER), f"{declared.handler_module}:{declared.handler_name}"]
                     if scenario == "bare interpreter":
                         args = ["-c", "pass"]
                     elif scenario.endswith("DATABASE_URL"):

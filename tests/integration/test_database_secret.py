@@ -88,7 +88,7 @@ def pooler_url(stack: LocalStack, password: str) -> str:
 
 
 def health() -> dict[str, Any]:
-    return health_handler(http_event("get_health"), LambdaTestContext())
+    return health_handler(http_event("GET /health"), LambdaTestContext())
 
 
 def failed_logins(stack: LocalStack, since: int) -> int:
@@ -345,7 +345,7 @@ def debug_everywhere(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixtu
 def invoke_both() -> list[dict[str, Any]]:
     return [
         health(),
-        items_handler(http_event("get_item"), LambdaTestContext()),
+        items_handler(http_event("GET /items/{item_id}"), LambdaTestContext()),
     ]
 
 

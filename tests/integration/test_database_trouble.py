@@ -63,10 +63,10 @@ def url_with_port(port: int) -> str:
 
 
 INVOCATIONS: dict[str, Callable[[], dict[str, Any]]] = {
-    "health": lambda: dict(health_handler(http_event("get_health"), LambdaTestContext())),
-    "items-read": lambda: items_handler(http_event("get_item"), LambdaTestContext()),
+    "health": lambda: dict(health_handler(http_event("GET /health"), LambdaTestContext())),
+    "items-read": lambda: items_handler(http_event("GET /items/{item_id}"), LambdaTestContext()),
     "items-write": lambda: items_handler(
-        http_event("post_items", body={"sku": "TROUBLE-1", "name": "never stored"}),
+        http_event("POST /items", body={"sku": "TROUBLE-1", "name": "never stored"}),
         LambdaTestContext(),
     ),
 }

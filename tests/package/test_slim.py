@@ -16,11 +16,10 @@ import pytest
 import sqlalchemy
 from elftools.elf.elffile import ELFFile
 
-from infra.package import read_service
+from infra.package import PLATFORMS
 from infra.slim import ELF_MAGIC, LEFT_OUT_DIRS, LEFT_OUT_SUFFIXES, shared_libraries, slim
+from tests.fixtures.functions import FUNCTIONS, uses_fastapi
 
-FUNCTIONS = [function.name for function in read_service().functions]
-FASTAPI_FUNCTIONS = {"items"}
 # The targets, zipped. Missed today: the native libraries alone (psycopg's bundled
 # libpq, OpenSSL and Kerberos, pydantic-core) take about 6 MiB compressed; see README, "Zip size".
 ZIPPED_TARGET = {"fastapi": 10 * 2**20, "plain": 8 * 2**20}
@@ -40,7 +39,7 @@ def libraries_in(zip_path: Path) -> dict[str, bytes]:
     return {name: data for name, data in contents.items() if data[:4] == ELF_MAGIC}
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+@pytest.mark.parametrize("arch", sorted(PLATFORMS))
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_every_shared_library_is_stripped(
     request: pytest.FixtureRequest, arch: str, function: str
@@ -55,7 +54,7 @@ def test_every_shared_library_is_stripped(
     assert {name: found for name, found in unstripped.items() if found} == {}
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+@pytest.mark.parametrize("arch", sorted(PLATFORMS))
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_what_the_runtime_never_imports_is_left_out(
     request: pytest.FixtureRequest, arch: str, function: str
@@ -71,7 +70,7 @@ def test_what_the_runtime_never_imports_is_left_out(
     assert any(n.startswith("sqlalchemy-") and n.endswith(".dist-info/METADATA") for n in entries)
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
+@pytest.mark.parametrize("arch", sorted(PLATFORMS))
 @pytest.mark.parametrize(
     "function",
     [
@@ -88,7 +87,7 @@ def test_zip_size_meets_the_target(
     request: pytest.FixtureRequest, arch: str, function: str
 ) -> None:
     zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
-    target = ZIPPED_TARGET["fastapi" if function in FASTAPI_FUNCTIONS else "plain"]
+    target = ZIPPED_TARGET["fastapi" if uses_fastapi(FUNCTIONS[function]) else "plain"]
 
     assert zip_path.stat().st_size <= target
 

@@ -35,8 +35,8 @@ from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
 from tests.fixtures import zip_invoker
-from tests.fixtures.functions import FUNCTIONS, read_route
 from tests.fixtures.lambda_events import http_event
+from tests.fixtures.service import FUNCTIONS, read_route
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 

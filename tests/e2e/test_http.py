@@ -8,8 +8,8 @@ import pytest
 
 from infra.package import Route
 from tests.e2e.conftest import OfflineLog
-from tests.fixtures.functions import BODY_METHODS, ROUTES
 from tests.fixtures.lambda_events import fill_path
+from tests.fixtures.service import BODY_METHODS, ROUTES
 
 # What serverless offline answers itself, with a 404, for a route it does not serve.
 OFFLINE_NOT_FOUND = "Serverless-offline: route not found."

@@ -35,9 +35,9 @@ from tests.fixtures.faults import (
     restart_pooler,
     restart_postgres,
 )
-from tests.fixtures.functions import handler_for
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.reporting import Report
+from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
 
 REMAINING_MS = 4_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -33,6 +34,16 @@ def item_count() -> int:
         return conn.execute(select(func.count()).select_from(Item)).scalar_one()
 
 
+def database_now() -> datetime:
+    """The database's clock, in a transaction of its own."""
+    with autocommit_connection() as conn:
+        return conn.execute(select(func.now())).scalar_one()
+
+
+def timestamp(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
 def create(sku: str, name: str = "Blue mug", quantity: int = 3) -> dict[str, Any]:
     response = invoke(
         http_event("POST /items", body={"sku": sku, "name": name, "quantity": quantity})
@@ -48,6 +59,7 @@ def test_create_read_update_delete_round_trip() -> None:
     item_path = f"/items/{created['id']}"
 
     read = invoke(http_event("GET /items/{item_id}", path=item_path))
+    between = database_now()
     updated = invoke(http_event("PATCH /items/{item_id}", path=item_path, body={"quantity": 9}))
     deleted = invoke(http_event("DELETE /items/{item_id}", path=item_path))
     gone = invoke(http_event("GET /items/{item_id}", path=item_path))
@@ -57,7 +69,8 @@ def test_create_read_update_delete_round_trip() -> None:
     assert created["created_at"]
     assert body_of(read) == created
     assert body_of(updated)["quantity"] == 9
-    assert body_of(updated)["updated_at"] >= created["updated_at"]
+    # The update stamps the time of its own transaction, after the read and after `between`.
+    assert timestamp(created["updated_at"]) < between <= timestamp(body_of(updated)["updated_at"])
     assert deleted["statusCode"] == 204
     assert gone["statusCode"] == 404
     assert body_of(gone) == {"code": "not_found", "message": f"Item {created['id']} not found"}

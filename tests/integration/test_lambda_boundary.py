@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from infra.package import Route
-from tests.fixtures.functions import FUNCTIONS, ROUTES, handler_of, read_route, uses_fastapi
 from tests.fixtures.lambda_events import (
     FunctionOutput,
     LambdaTestContext,
@@ -32,6 +31,7 @@ from tests.fixtures.lambda_events import (
     rest_event,
     stored_event,
 )
+from tests.fixtures.service import FUNCTIONS, ROUTES, handler_of, read_route, uses_fastapi
 
 type Handler = Callable[[Any, LambdaTestContext], dict[str, Any]]
 

@@ -24,9 +24,9 @@ from functions.items.handler import handler as items_handler
 from infra.local_stack import LocalStack
 from shared.db import get_engine
 from shared.models import Item
-from tests.fixtures.functions import handler_for
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
+from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
 from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
 

@@ -18,7 +18,7 @@ from elftools.elf.elffile import ELFFile
 
 from infra.package import PLATFORMS
 from infra.slim import ELF_MAGIC, LEFT_OUT_DIRS, LEFT_OUT_SUFFIXES, shared_libraries, slim
-from tests.fixtures.functions import FUNCTIONS, uses_fastapi
+from tests.fixtures.service import FUNCTIONS, uses_fastapi
 
 # The targets, zipped. Missed today: the native libraries alone (psycopg's bundled
 # libpq, OpenSSL and Kerberos, pydantic-core) take about 6 MiB compressed; see README, "Zip size".

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.functions import SERVICE
+from tests.fixtures.service import SERVICE
 from tests.package.templates import cfn_lint, serverless_package
 
 SNAPSTART_ALIAS = "snapstart"

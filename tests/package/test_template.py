@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shared.settings import Settings
-from tests.fixtures.functions import SERVICE
+from tests.fixtures.service import SERVICE
 from tests.package.templates import STAGE, cfn_lint, serverless_package
 
 SUPABASE_MICRO_POOLER_CLIENTS = 200

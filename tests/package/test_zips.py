@@ -26,8 +26,8 @@ from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
 from infra.package import PLATFORMS
 from tests.fixtures import zip_invoker
-from tests.fixtures.functions import FUNCTIONS, SERVICE, handler_of, read_route, uses_fastapi
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
+from tests.fixtures.service import FUNCTIONS, SERVICE, handler_of, read_route, uses_fastapi
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -97,7 +97,7 @@ def test_psycopg_is_the_locked_binary_build_for_the_architecture(
     assert libraries
     for header in headers:
         assert header[:4] == b"\x7fELF"
-        assert int.from_bytes(header[18:20], "little") == ELF_MACHINE[arch]
+        assert int.from_bytes(header[18:20], "little") == ELF_MACHINE[machine]
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from shared.database_url import detect_mode, to_sqlalchemy_url
+from shared.database_url import NO_URL, Purpose, detect_mode, to_sqlalchemy_url
 from shared.deadline import DeadlineExceededError, remaining_seconds, watch
 from shared.driver import AsyncPoolerConnection, PoolerConnection
 from shared.errors import DatabaseConfigError
@@ -67,12 +67,10 @@ __all__ = [
     "autocommit_connection",
     "build_async_engine",
     "build_engine",
-    "detect_mode",
     "forget_engines",
     "get_async_engine",
     "get_engine",
     "pool_size_per_instance",
-    "to_sqlalchemy_url",
     "transaction",
 ]
 
@@ -250,7 +248,7 @@ def _configured_url() -> tuple[str, DatabaseSecret | None]:
     if settings.database_secret_arn is not None:
         secret = DatabaseSecret(settings.database_secret_arn)
         return secret.url(), secret
-    raise DatabaseConfigError("Set DATABASE_URL (or DATABASE_SECRET_ARN when deployed)")
+    raise DatabaseConfigError(NO_URL[Purpose.FUNCTIONS])
 
 
 def _url_params(url: str) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from shared.settings import get_settings
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import TEST_PASSWORD
 
-ROOT = PROJECT_ROOT
 SUPAVISOR_TRANSACTION = (
     "postgres://postgres.ref:hunter2@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
 )
@@ -60,9 +59,9 @@ def run(
     """Run a command from `folder` (with that `.env`) as a developer's shell would."""
     if env_file is not None:
         (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in env_file.items()))
-    env = environment_outside_the_session() | variables | {"PYTHONPATH": str(ROOT)}
+    env = environment_outside_the_session() | variables | {"PYTHONPATH": str(PROJECT_ROOT)}
     # Alembic's command line finds pyproject.toml through this when run outside the root.
-    env["ALEMBIC_CONFIG"] = str(ROOT / "pyproject.toml")
+    env["ALEMBIC_CONFIG"] = str(PROJECT_ROOT / "pyproject.toml")
     return subprocess.run(
         command_line, cwd=folder, env=env, capture_output=True, text=True, timeout=120
     )

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from tests.bench.contenders import BenchError
 from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import http_event
 from tests.fixtures.service import FUNCTIONS, read_route
+from tests.fixtures.stack import free_port
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -94,18 +94,11 @@ def _install_runtime_packages(target: Path) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], check=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
     """Moto's server on loopback holding the URL; the environment that points AWS at it."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     env = {

@@ -29,7 +29,7 @@ from shared.db import get_engine
 from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
 from shared.secrets import secrets_manager_client
 from tests.fixtures.lambda_events import FunctionOutput, LambdaTestContext, body_of, http_event
-from tests.fixtures.stack import TEST_PASSWORD, reset_caches
+from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
 
 WRONG_PASSWORD = "rotated-away-hunter2"
 PLACEHOLDER = "Q3vWm0ZpX8aT4nR7kY1cL6hB9dS2fJ5e"  # as GenerateSecretString makes it
@@ -308,13 +308,6 @@ def canary_forms(password: str) -> tuple[str, ...]:
 def url_with(stack: LocalStack, password: str, *, port: int | None = None) -> str:
     url = pooler_url(stack, password)
     return url if port is None else url.replace(str(stack.config.pooler_port), str(port))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 ENV_CASES: dict[str, Callable[[LocalStack], str]] = {

@@ -28,17 +28,10 @@ from shared.settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.service import FUNCTIONS, handler_of, read_route
-from tests.fixtures.stack import TEST_PASSWORD, reset_caches
+from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
 
 CONNECT_TIMEOUT_S = 2
 SLACK_S = 1.5
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -51,12 +51,7 @@ def top_level(zip_path: Path) -> set[str]:
     return {name.split("/", 1)[0] for name in names(zip_path)}
 
 
-@pytest.mark.parametrize("arch", sorted(PLATFORMS))
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_zip_holds_only_what_the_function_needs(
-    request: pytest.FixtureRequest, arch: str, function: str
-) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
+def test_zip_holds_only_what_the_function_needs(zip_path: Path, function: str) -> None:
     entries = names(zip_path)
     roots = top_level(zip_path)
     declared = FUNCTIONS[function]
@@ -78,12 +73,7 @@ def test_zip_holds_only_what_the_function_needs(
         assert sum(i.file_size for i in archive.infolist()) < LAMBDA_UNZIPPED_LIMIT
 
 
-@pytest.mark.parametrize("arch", sorted(PLATFORMS))
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_psycopg_is_the_locked_binary_build_for_the_architecture(
-    request: pytest.FixtureRequest, arch: str, function: str
-) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
+def test_psycopg_is_the_locked_binary_build_for_the_architecture(zip_path: Path, arch: str) -> None:
     version = locked_version("psycopg-binary")
     machine = PLATFORMS[arch].split("-")[0]  # the wheel tag's machine: aarch64, x86_64
 
@@ -100,7 +90,6 @@ def test_psycopg_is_the_locked_binary_build_for_the_architecture(
         assert int.from_bytes(header[18:20], "little") == ELF_MACHINE[machine]
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
 def test_every_module_ships_bytecode_for_the_runtime(
     zips_x86_64: dict[str, Path], function: str
 ) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from typing import IO
 
 from infra import PROJECT_ROOT
 
@@ -35,8 +36,13 @@ def offline_environment(database_url: str, http_port: int, lambda_port: int) -> 
     }
 
 
-def start_offline(database_url: str, http_port: int, lambda_port: int) -> subprocess.Popen[bytes]:
-    """Start serverless offline in its own process group, so it can be stopped as a whole."""
+def start_offline(
+    database_url: str, http_port: int, lambda_port: int, output: IO[bytes] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start serverless offline in its own process group, so it can be stopped as a whole.
+
+    Its log (a line per request naming the function invoked) goes to `output` when given.
+    """
     if not SERVERLESS.exists():
         raise FileNotFoundError(f"{SERVERLESS} is missing: run `npm ci` (or `make install`)")
     return subprocess.Popen(
@@ -44,6 +50,8 @@ def start_offline(database_url: str, http_port: int, lambda_port: int) -> subpro
         cwd=PROJECT_ROOT,
         env=offline_environment(database_url, http_port, lambda_port),
         start_new_session=True,
+        stdout=output,
+        stderr=None if output is None else subprocess.STDOUT,
     )
 
 

@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from functions.connections.report import read_report
-from shared.db import autocommit_connection
-from shared.http import LambdaEvent, LambdaResponse, json_response, lambda_boundary
+from shared.http import plain_handler
 
-
-@lambda_boundary
-def handler(event: LambdaEvent, context: LambdaContext) -> LambdaResponse:
-    """Report connection usage by application name and state."""
-    with autocommit_connection() as conn:
-        report = read_report(conn)
-    return json_response(200, report)
+# Connection usage by application name and state, against the 40% / 80% guidance.
+handler = plain_handler(read_report)

@@ -16,14 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from infra.package import build
+from infra import PROJECT_ROOT
+from infra.package import PLATFORMS, build
 from tests.bench.burst import run_burst
 from tests.bench.coldstart import measure_cold_starts
 from tests.bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
 from tests.bench.exchanges import measure_exchanges
 from tests.bench.report import build_report
 from tests.bench.sizes import measure_zip
-from tests.bench.stack import POOL_SIZE, RESULTS_DIR, ROOT, bench_stack, seed_items
+from tests.bench.stack import POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
 from tests.bench.stats import summarize
 from tests.bench.warm import measure_threads_per_request, measure_warm
 
@@ -41,7 +42,7 @@ def _progress(message: str) -> None:
 
 def _context() -> dict[str, str]:
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
     ).stdout.strip()
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -95,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     context = _context()
 
-    _progress("building the zips (x86_64, arm64)")
+    _progress(f"building the zips ({', '.join(sorted(PLATFORMS))})")
     zips = {
-        arch: build(RESULTS_DIR / f"dist-{arch}", architecture=arch) for arch in ("x86_64", "arm64")
+        arch: build(RESULTS_DIR / f"dist-{arch}", architecture=arch) for arch in sorted(PLATFORMS)
     }
     sizes = {
         arch: {f: measure_zip(path) for f, path in built.items()} for arch, built in zips.items()
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS_DIR / "report.md").write_text(markdown + "\n")
     (RESULTS_DIR / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     sys.stdout.write(markdown + "\n")
-    _progress(f"wrote {RESULTS_DIR.relative_to(ROOT)}/report.md and results.json")
+    _progress(f"wrote {RESULTS_DIR.relative_to(PROJECT_ROOT)}/report.md and results.json")
     return 0
 
 

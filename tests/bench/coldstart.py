@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -35,7 +34,9 @@ from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import EVENTS_DIR
+from tests.fixtures.lambda_events import http_event
+from tests.fixtures.service import FUNCTIONS, read_route
+from tests.fixtures.stack import free_port
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -58,7 +59,6 @@ RUNTIME_PACKAGES = (
     "urllib3",
 )
 REGION = "eu-central-1"
-FIRST_EVENTS = {"health": "get_health", "connections": "get_connections", "items": "get_item"}
 
 
 def _unpack_read_only(zip_path: Path, target: Path, *, bytecode: bool) -> None:
@@ -94,18 +94,11 @@ def _install_runtime_packages(target: Path) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], check=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
     """Moto's server on loopback holding the URL; the environment that points AWS at it."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     env = {
@@ -140,10 +133,10 @@ def measure_cold_starts(
     for function, zip_path in zips.items():
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
         _unpack_read_only(zip_path, work / "no-bytecode" / function, bytecode=False)
-        event = json.loads((EVENTS_DIR / f"{FIRST_EVENTS[function]}.json").read_text())
-        if function == "items":
-            event["rawPath"] = event["requestContext"]["http"]["path"] = f"/items/{read_id}"
-            event["pathParameters"] = {"item_id": str(read_id)}
+        # A read of one row (`read_id`) where the function has one, as the README's figures.
+        gets = [r for r in FUNCTIONS[function].routes if r.method == "GET" and r.parameters]
+        route = gets[0] if gets else read_route(FUNCTIONS[function])
+        event = http_event(route, params=dict.fromkeys(route.parameters, read_id))
         events[function] = work / f"{function}-event.json"
         events[function].write_text(json.dumps(event))
     python = getattr(sys, "_base_executable", sys.executable)
@@ -161,7 +154,8 @@ def measure_cold_starts(
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
                     }
-                    args = [str(ZIP_INVOKER), f"functions.{function}.handler"]
+                    declared = FUNCTIONS[function]
+                    args = [str(ZIP_INVOKER), f"{declared.handler_module}:{declared.handler_name}"]
                     if scenario == "bare interpreter":
                         args = ["-c", "pass"]
                     elif scenario.endswith("DATABASE_URL"):

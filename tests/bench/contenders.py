@@ -104,21 +104,23 @@ class _LambdaHandlers(Contender):
     def _event(self, route: str) -> dict[str, Any]:
         match route:
             case "health":
-                return http_event("get_health")
+                return http_event("GET /health")
             case "connections":
-                return http_event("get_connections")
+                return http_event("GET /connections")
             case "items list":
-                return http_event("get_items", query="limit=20")
+                return http_event("GET /items", query="limit=20")
             case "items get":
-                return http_event("get_item", path=f"/items/{self.read_id}")
+                return http_event("GET /items/{item_id}", path=f"/items/{self.read_id}")
             case "items create":
-                return http_event("post_items", body={"sku": _new_sku(), "name": "Bench item"})
+                return http_event("POST /items", body={"sku": _new_sku(), "name": "Bench item"})
             case "items update":
                 return http_event(
-                    "patch_item", path=f"/items/{self._write_id()}", body={"quantity": 7}
+                    "PATCH /items/{item_id}",
+                    path=f"/items/{self._write_id()}",
+                    body={"quantity": 7},
                 )
             case "items delete":
-                return http_event("delete_item", path=f"/items/{self._write_id()}")
+                return http_event("DELETE /items/{item_id}", path=f"/items/{self._write_id()}")
         raise ValueError(route)
 
 

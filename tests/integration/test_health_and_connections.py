@@ -18,7 +18,7 @@ PROBE_CONNECTIONS = 3
 
 
 def test_health_answers_from_the_database() -> None:
-    response = health_handler(http_event("get_health"), LambdaTestContext())
+    response = health_handler(http_event("GET /health"), LambdaTestContext())
 
     assert response["statusCode"] == 200
     assert response["headers"]["content-type"] == "application/json"
@@ -41,7 +41,7 @@ def idle_probe_connections(stack: LocalStack) -> Iterator[str]:
 
 
 def test_monitor_reports_usage_by_application(idle_probe_connections: str) -> None:
-    response = connections_handler(http_event("get_connections"), LambdaTestContext())
+    response = connections_handler(http_event("GET /connections"), LambdaTestContext())
     report: dict[str, Any] = body_of(response)
 
     assert response["statusCode"] == 200

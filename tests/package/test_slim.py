@@ -16,11 +16,9 @@ import pytest
 import sqlalchemy
 from elftools.elf.elffile import ELFFile
 
-from infra.package import read_service
 from infra.slim import ELF_MAGIC, LEFT_OUT_DIRS, LEFT_OUT_SUFFIXES, shared_libraries, slim
+from tests.fixtures.service import FUNCTIONS, uses_fastapi
 
-FUNCTIONS = [function.name for function in read_service().functions]
-FASTAPI_FUNCTIONS = {"items"}
 # The targets, zipped. Missed today: the native libraries alone (psycopg's bundled
 # libpq, OpenSSL and Kerberos, pydantic-core) take about 6 MiB compressed; see README, "Zip size".
 ZIPPED_TARGET = {"fastapi": 10 * 2**20, "plain": 8 * 2**20}
@@ -40,12 +38,7 @@ def libraries_in(zip_path: Path) -> dict[str, bytes]:
     return {name: data for name, data in contents.items() if data[:4] == ELF_MAGIC}
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_every_shared_library_is_stripped(
-    request: pytest.FixtureRequest, arch: str, function: str
-) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
+def test_every_shared_library_is_stripped(zip_path: Path) -> None:
     libraries = libraries_in(zip_path)
 
     unstripped = {name: debug_sections(data) for name, data in libraries.items()}
@@ -55,12 +48,7 @@ def test_every_shared_library_is_stripped(
     assert {name: found for name, found in unstripped.items() if found} == {}
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_what_the_runtime_never_imports_is_left_out(
-    request: pytest.FixtureRequest, arch: str, function: str
-) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
+def test_what_the_runtime_never_imports_is_left_out(zip_path: Path) -> None:
     with zipfile.ZipFile(zip_path) as archive:
         entries = archive.namelist()
 
@@ -71,24 +59,13 @@ def test_what_the_runtime_never_imports_is_left_out(
     assert any(n.startswith("sqlalchemy-") and n.endswith(".dist-info/METADATA") for n in entries)
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-@pytest.mark.parametrize(
-    "function",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="target missed; see README, 'Zip size' for the floor"
-            ),
-        )
-        for name in FUNCTIONS
-    ],
-)
 def test_zip_size_meets_the_target(
-    request: pytest.FixtureRequest, arch: str, function: str
+    request: pytest.FixtureRequest, zip_path: Path, function: str
 ) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
-    target = ZIPPED_TARGET["fastapi" if function in FASTAPI_FUNCTIONS else "plain"]
+    request.applymarker(
+        pytest.mark.xfail(strict=True, reason="target missed; see README, 'Zip size' for the floor")
+    )
+    target = ZIPPED_TARGET["fastapi" if uses_fastapi(FUNCTIONS[function]) else "plain"]
 
     assert zip_path.stat().st_size <= target
 

@@ -15,12 +15,10 @@ from typing import Any
 
 import pytest
 
-from infra import PROJECT_ROOT
-from infra.package import read_service
 from shared.settings import Settings
-from tests.package.templates import cfn_lint, serverless_package
+from tests.fixtures.service import SERVICE
+from tests.package.templates import STAGE, cfn_lint, serverless_package
 
-ROOT = PROJECT_ROOT
 SUPABASE_MICRO_POOLER_CLIENTS = 200
 
 
@@ -97,7 +95,7 @@ def test_functions_fit_the_timeouts_the_runtime_and_the_pooler(
         )
         assert function["Timeout"] > connect_s + statement_s
         assert function["Runtime"] == runtime  # the tests run on the Lambda runtime's Python
-        assert function["Architectures"] == [read_service().architecture]
+        assert function["Architectures"] == [SERVICE.architecture]
         assert function["ReservedConcurrentExecutions"] >= 1
     assert sum(f["ReservedConcurrentExecutions"] for f in functions) < SUPABASE_MICRO_POOLER_CLIENTS
 
@@ -107,3 +105,24 @@ def test_every_route_has_its_log_retention(template: dict[str, Any]) -> None:
 
     assert len(log_groups) == len(resources(template, "AWS::Lambda::Function"))
     assert all(group["RetentionInDays"] > 0 for group in log_groups.values())
+
+
+def test_the_http_api_routes_each_declared_route_to_its_function(template: dict[str, Any]) -> None:
+    names = {
+        logical_id: function["FunctionName"]
+        for logical_id, function in resources(template, "AWS::Lambda::Function").items()
+    }
+    integrated = {
+        logical_id: names[integration["IntegrationUri"]["Fn::GetAtt"][0]]
+        for logical_id, integration in resources(template, "AWS::ApiGatewayV2::Integration").items()
+    }
+
+    routed = {
+        route["RouteKey"]: integrated[route["Target"]["Fn::Join"][1][1]["Ref"]]
+        for route in resources(template, "AWS::ApiGatewayV2::Route").values()
+    }
+
+    assert routed == {
+        route.key: f"{SERVICE.name}-{STAGE}-{function.name}"
+        for route, function in SERVICE.routes.items()
+    }

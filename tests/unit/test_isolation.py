@@ -19,7 +19,6 @@ from infra import PROJECT_ROOT
 from shared.settings import ENV_FILE_VARIABLE, Settings, get_settings
 from tests.conftest import environment_outside_the_session
 
-ROOT = PROJECT_ROOT
 HOSTILE_ENV_FILE = """
 DB_MODE=session
 DB_STATEMENT_TIMEOUT_MS=1
@@ -41,7 +40,7 @@ CHILD_TESTS = [
     "tests/unit/test_settings.py",
     "tests/unit/test_secrets.py",
     "tests/unit/test_db.py",
-    f"{Path(__file__).relative_to(ROOT)}::test_the_session_sees_no_user_settings",
+    f"{Path(__file__).relative_to(PROJECT_ROOT)}::test_the_session_sees_no_user_settings",
 ]
 
 
@@ -61,13 +60,13 @@ def test_the_session_sees_no_user_settings() -> None:
 
 
 def hostile_folder(tmp_path: Path) -> Path:
-    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text() + HOSTILE_ENV_FILE)
+    (tmp_path / ".env").write_text((PROJECT_ROOT / ".env.example").read_text() + HOSTILE_ENV_FILE)
     return tmp_path
 
 
 def hostile_environment() -> dict[str, str]:
     """This process's environment, without the session's isolation, plus hostile values."""
-    return environment_outside_the_session() | HOSTILE_VARIABLES | {"PYTHONPATH": str(ROOT)}
+    return environment_outside_the_session() | HOSTILE_VARIABLES | {"PYTHONPATH": str(PROJECT_ROOT)}
 
 
 def test_control_the_hostile_values_reach_settings_outside_the_tests(tmp_path: Path) -> None:
@@ -99,13 +98,13 @@ def test_a_hostile_env_file_and_environment_change_nothing_in_the_session(
             "-m",
             "pytest",
             "--rootdir",
-            str(ROOT),
+            str(PROJECT_ROOT),
             "-c",
-            str(ROOT / "pyproject.toml"),
+            str(PROJECT_ROOT / "pyproject.toml"),
             "-p",
             "no:cacheprovider",
             "-rA",
-            *(str(ROOT / test) for test in CHILD_TESTS),
+            *(str(PROJECT_ROOT / test) for test in CHILD_TESTS),
         ],
         cwd=hostile_folder(tmp_path),
         env=hostile_environment(),

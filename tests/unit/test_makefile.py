@@ -8,14 +8,12 @@ import pytest
 
 from infra import PROJECT_ROOT
 
-ROOT = PROJECT_ROOT
-
 
 def planned(*args: str) -> list[str]:
     """The commands `make` would run for these arguments, installation steps left out."""
     done = subprocess.run(
         ["make", "--no-print-directory", "-n", *args],
-        cwd=ROOT,
+        cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         check=True,
@@ -39,7 +37,7 @@ def test_deploy_and_package_rebuild_then_verify_right_before_serverless(
 
 
 def test_the_architecture_is_not_a_make_variable() -> None:
-    text = (ROOT / "Makefile").read_text()
+    text = (PROJECT_ROOT / "Makefile").read_text()
 
     assert "ARCH" not in text
     assert "LAMBDA_ARCHITECTURE" not in text
@@ -58,7 +56,9 @@ def test_migration_autogenerates_a_revision_with_the_message() -> None:
 
 
 def test_migration_without_a_message_says_how_to_give_one() -> None:
-    done = subprocess.run(["make", "-n", "migration"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        ["make", "-n", "migration"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
 
     assert done.returncode != 0
     assert 'make migration MSG="add orders"' in done.stderr

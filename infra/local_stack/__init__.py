@@ -25,22 +25,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-
-import psycopg
 
 from infra.local_stack import pgbouncer, postgres
 from infra.local_stack.binaries import ensure_binaries
 from infra.local_stack.config import (
-    POOLER_PORT_VARIABLE,
-    POSTGRES_PORT_VARIABLE,
+    PORT_VARIABLES,
     LocalStack,
     StackConfig,
     StackError,
     config_from_env,
-    connect,
 )
-from infra.local_stack.system import User, log_tail, port_in_use, service_user, state_dir
+from infra.local_stack.system import User, port_in_use, service_user, state_dir
 
 __all__ = [
     "LocalStack",
@@ -64,22 +59,12 @@ def start(config: StackConfig) -> LocalStack:
     binaries, user = ensure_binaries(), service_user()
     stack = LocalStack(_located(config, user, create=True))
     config = stack.config
-    if not _up("Postgres", postgres.running(config), config.postgres_port, POSTGRES_PORT_VARIABLE):
+    if not _up("Postgres", postgres.running(config), config, "postgres_port"):
         postgres.start(stack, binaries, user)
     secret = postgres.scram_secret(stack)
-    if not _up("PgBouncer", pgbouncer.running(config), config.pooler_port, POOLER_PORT_VARIABLE):
+    if not _up("PgBouncer", pgbouncer.running(config), config, "pooler_port"):
         pgbouncer.start(stack, binaries.pgbouncer, user, secret)
-    deadline = time.monotonic() + 15
-    while True:  # a real login through PgBouncer: a listening socket says nothing of auth
-        try:
-            with connect(stack.pooler_url()) as connection:
-                connection.execute("SELECT 1")
-            break
-        except psycopg.OperationalError as error:
-            if time.monotonic() > deadline:
-                message = f"no login through PgBouncer: {error}\n{log_tail(stack.pgbouncer_log)}"
-                raise StackError(message) from error
-            time.sleep(0.2)
+    pgbouncer.wait_for_login(stack)
     logger.info("ready: pooler on port %d, Postgres on port %d, state in %s",
                 config.pooler_port, config.postgres_port, config.state_dir)  # fmt: skip
     return stack
@@ -102,8 +87,9 @@ def _located(config: StackConfig, user: User | None, *, create: bool) -> StackCo
     return dataclasses.replace(config, state_dir=state_dir(config.state_dir, user, create=create))
 
 
-def _up(server: str, running: bool, port: int, variable: str) -> bool:
+def _up(server: str, running: bool, config: StackConfig, setting: str) -> bool:
     """Whether the server runs already; fails, naming what to do, if its port is another's."""
+    port, variable = getattr(config, setting), PORT_VARIABLES[setting]
     if running and not port_in_use(port):
         message = f"{server} of this state dir runs on another port than {port}; stop it first"
         raise StackError(f"{message} (python -m infra.local_stack stop)")

@@ -6,8 +6,7 @@ import argparse
 import logging
 import sys
 
-from infra.local_stack import is_running, start, stop
-from infra.local_stack.config import LocalStack, StackError, config_from_env
+from infra.local_stack import LocalStack, StackError, config_from_env, is_running, start, stop
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,19 +58,14 @@ def ensure_binaries() -> Binaries:
     """Find both programs, installing them with apt-get when we are root on Debian, as in CI."""
     binaries = find_binaries()
     apt_get = shutil.which("apt-get")
-    if binaries is None and (os.geteuid() != 0 or apt_get is None):
-        mac = platform.system() == "Darwin"
-        install = "brew install postgresql@16" if mac else "sudo apt-get install -y postgresql"
-        raise StackError(f"Postgres or PgBouncer is missing; install them: {install} pgbouncer")
-    if binaries is None and apt_get is not None:
+    if binaries is None and os.geteuid() == 0 and apt_get is not None:
         logger.info("installing postgresql and pgbouncer with apt-get")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        run([apt_get, "update"], env=env)
-        run(
-            [apt_get, "install", "-y", "--no-install-recommends", "postgresql", "pgbouncer"],
-            env=env,
-        )
+        run([apt_get, "update"])
+        packages = ["--no-install-recommends", "postgresql", "pgbouncer"]
+        run(["env", "DEBIAN_FRONTEND=noninteractive", apt_get, "install", "-y", *packages])
         binaries = find_binaries()
     if binaries is None:
-        raise StackError("Postgres or PgBouncer is still missing after apt-get install")
+        brew = platform.system() == "Darwin"
+        install = "brew install postgresql@16" if brew else "sudo apt-get install -y postgresql"
+        raise StackError(f"Postgres or PgBouncer is missing; install them: {install} pgbouncer")
     return binaries

@@ -13,8 +13,8 @@ import psycopg
 from infra import PROJECT_ROOT
 
 HOST = "127.0.0.1"
-POSTGRES_PORT_VARIABLE = "LOCAL_POSTGRES_PORT"
-POOLER_PORT_VARIABLE = "LOCAL_POOLER_PORT"
+PORT_VARIABLES = {"postgres_port": "LOCAL_POSTGRES_PORT", "pooler_port": "LOCAL_POOLER_PORT"}
+"""The variable of the dev stack that sets each port, named by any message about that port."""
 
 
 class StackError(RuntimeError):
@@ -31,7 +31,7 @@ class StackConfig:
     user: str = "postgres"
     password: str = field(default="postgres", repr=False)  # a throwaway database
     database: str = "postgres"
-    """The database the URLs name; `start()` serves `postgres`, others are made by their users."""
+    """The database the URLs name: `start()` creates none, and Postgres comes with `postgres`."""
     max_connections: int = 100
     default_pool_size: int = 20
     max_client_conn: int = 400
@@ -108,17 +108,14 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> StackConfig:
     """The dev stack's settings from the environment, so `make` variables can change them."""
     env = os.environ if environ is None else environ
     ports = {}
-    for variable, default in (
-        (POSTGRES_PORT_VARIABLE, StackConfig.postgres_port),
-        (POOLER_PORT_VARIABLE, StackConfig.pooler_port),
-    ):
-        value = env.get(variable) or str(default)
+    for setting, variable in PORT_VARIABLES.items():
+        value = env.get(variable) or str(getattr(StackConfig, setting))
         if not value.isdigit():
             raise StackError(f"{variable} must be a port number, not {value!r}")
-        ports[variable] = int(value)
+        ports[setting] = int(value)
     return StackConfig(
         state_dir=Path(env.get("LOCAL_STACK_STATE_DIR") or PROJECT_ROOT / ".local" / "dev"),
-        postgres_port=ports[POSTGRES_PORT_VARIABLE],
-        pooler_port=ports[POOLER_PORT_VARIABLE],
+        postgres_port=ports["postgres_port"],
+        pooler_port=ports["pooler_port"],
         password=env.get("LOCAL_DB_PASSWORD") or StackConfig.password,
     )

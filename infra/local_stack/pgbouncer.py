@@ -5,16 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import signal
+import time
 
-from infra.local_stack.config import HOST, LocalStack, StackConfig, StackError
-from infra.local_stack.system import (
-    User,
-    run,
-    running_pid,
-    stop_process,
-    tail,
-    write_file,
-)
+import psycopg
+
+from infra.local_stack import system
+from infra.local_stack.config import HOST, LocalStack, StackConfig, StackError, connect
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +23,7 @@ def parse_pgbouncer_version(output: str) -> Version:
     """The version in `pgbouncer --version` output, whose first line is `PgBouncer 1.25.2`."""
     match = re.search(r"PgBouncer (\d+)\.(\d+)(?:\.(\d+))?", output)
     if match is None:
-        raise StackError(f"cannot read PgBouncer's version from: {tail(output, 2)!r}")
+        raise StackError(f"cannot read PgBouncer's version from: {system.tail(output, 2)!r}")
     return int(match[1]), int(match[2]), int(match[3] or 0)
 
 
@@ -63,10 +59,10 @@ ignore_startup_parameters = extra_float_digits
 
 def running(config: StackConfig) -> bool:
     """Whether PgBouncer of this state dir runs."""
-    return running_pid(config.state_dir / "pgbouncer.pid", "pgbouncer") is not None
+    return system.running_pid(config.state_dir / "pgbouncer.pid", "pgbouncer") is not None
 
 
-def start(stack: LocalStack, pgbouncer: str, user: User | None, secret: str) -> None:
+def start(stack: LocalStack, pgbouncer: str, user: system.User | None, secret: str) -> None:
     """Write the config and a userlist with the SCRAM secret, then start PgBouncer in background.
 
     With the secret, never the password, PgBouncer logs in to Postgres by reusing the client's
@@ -74,17 +70,33 @@ def start(stack: LocalStack, pgbouncer: str, user: User | None, secret: str) -> 
     https://www.pgbouncer.org/config.html#authentication-file-format
     """
     config = stack.config
-    version = parse_pgbouncer_version(run([pgbouncer, "--version"]))
+    version = parse_pgbouncer_version(system.run([pgbouncer, "--version"]))
     (config.state_dir / "pgbouncer.pid").unlink(missing_ok=True)  # even a stale one stops it
     # Each field in double quotes, doubled inside, as PgBouncer reads them.
     fields = ['"' + field.replace('"', '""') + '"' for field in (config.user, secret)]
-    write_file(config.state_dir / "userlist.txt", " ".join(fields) + "\n", user)
+    system.write_file(config.state_dir / "userlist.txt", " ".join(fields) + "\n", user)
     ini = config.state_dir / "pgbouncer.ini"
-    write_file(ini, pgbouncer_ini(config, version), user)
+    system.write_file(ini, pgbouncer_ini(config, version), user)
     logger.info("starting PgBouncer %d.%d.%d on %s:%d", *version, HOST, config.pooler_port)
-    run([pgbouncer, "-d", str(ini)], user, log=stack.pgbouncer_log)
+    system.run([pgbouncer, "-d", str(ini)], user, log=stack.pgbouncer_log)
 
 
 def stop(config: StackConfig) -> None:
     """Stop PgBouncer once running transactions end (SIGINT), or kill it after 10 s."""
-    stop_process(config.state_dir / "pgbouncer.pid", "pgbouncer", signal.SIGINT, signal.SIGKILL)
+    pid_file = config.state_dir / "pgbouncer.pid"
+    system.stop_process(pid_file, "pgbouncer", signal.SIGINT, signal.SIGKILL)
+
+
+def wait_for_login(stack: LocalStack, timeout: float = 15) -> None:
+    """Wait for a real login through PgBouncer, since a listening socket says nothing of auth."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with connect(stack.pooler_url()) as connection:
+                connection.execute("SELECT 1")
+            return
+        except psycopg.OperationalError as error:
+            if time.monotonic() > deadline:
+                log = system.log_tail(stack.pgbouncer_log)
+                raise StackError(f"no login through PgBouncer: {error}\n{log}") from error
+            time.sleep(0.2)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 
 import psycopg
 
+from infra.local_stack import system
 from infra.local_stack.binaries import Binaries
 from infra.local_stack.config import HOST, LocalStack, StackConfig, StackError, connect
-from infra.local_stack.system import User, run, running_pid, stop_process, write_file
 
 logger = logging.getLogger(__name__)
 
@@ -38,49 +37,46 @@ log_connections = {"on" if config.log_statements else "off"}
 
 def running(config: StackConfig) -> bool:
     """Whether Postgres of this state dir runs."""
-    return running_pid(config.state_dir / "data" / "postmaster.pid", "postgres") is not None
+    return system.running_pid(config.state_dir / "data" / "postmaster.pid", "postgres") is not None
 
 
-def start(stack: LocalStack, binaries: Binaries, user: User | None) -> None:
+def start(stack: LocalStack, binaries: Binaries, user: system.User | None) -> None:
     """Create the cluster on first use, then start Postgres with this start's settings."""
     config, data_dir = stack.config, stack.config.state_dir / "data"
     if not (data_dir / "PG_VERSION").is_file():
         logger.info("creating a Postgres cluster in %s", data_dir)
         password_file = config.state_dir / ".initdb-password"
-        write_file(password_file, config.password + "\n", user)
-        options = ["--auth=scram-sha-256", "--encoding=UTF8", "--no-locale"]
+        system.write_file(password_file, config.password + "\n", user)
+        command = [binaries.initdb, f"--pgdata={data_dir}", f"--pwfile={password_file}"]
+        command += [f"--username={config.user}", "--auth=scram-sha-256", "--no-locale"]
         try:
-            run([binaries.initdb, f"--pgdata={data_dir}", f"--username={config.user}",
-                 f"--pwfile={password_file}", *options], user)  # fmt: skip
+            system.run([*command, "--encoding=UTF8"], user)
         finally:
             password_file.unlink(missing_ok=True)
         with (data_dir / "postgresql.conf").open("a") as initdb_conf:
             initdb_conf.write(f"include_if_exists = '{_CONF}'\n")
-    write_file(data_dir / _CONF, postgresql_conf(config), user)
+    system.write_file(data_dir / _CONF, postgresql_conf(config), user)
     logger.info("starting Postgres on %s:%d", HOST, config.postgres_port)
-    log = stack.postgres_log
-    run([binaries.pg_ctl, "start", "--wait", f"--pgdata={data_dir}", f"--log={log}"], user, log=log)
+    command = [binaries.pg_ctl, "start", "--wait", f"--pgdata={data_dir}"]
+    system.run([*command, f"--log={stack.postgres_log}"], user, log=stack.postgres_log)
 
 
 def stop(config: StackConfig) -> None:
     """A fast shutdown (SIGINT): open transactions roll back, clients are disconnected."""
     pid_file = config.state_dir / "data" / "postmaster.pid"
-    stop_process(pid_file, "postgres", signal.SIGINT, signal.SIGQUIT)
+    system.stop_process(pid_file, "postgres", signal.SIGINT, signal.SIGQUIT)
 
 
 def scram_secret(stack: LocalStack) -> str:
     """The role's SCRAM secret (initdb's `--auth=scram-sha-256`), for PgBouncer's userlist."""
-    # The `postgres` database always exists, whatever database the URLs name.
-    maintenance = LocalStack(dataclasses.replace(stack.config, database="postgres"))
     try:
-        with connect(maintenance.direct_url()) as connection:
+        with connect(stack.direct_url()) as connection:
             query = "SELECT rolpassword FROM pg_authid WHERE rolname = current_user"
             return str(connection.execute(query).fetchall()[0][0])
     except psycopg.OperationalError as error:
         hint = ""
         if "password authentication failed" in str(error):
-            hint = (
-                f"; the data in {stack.config.state_dir} was created with another password: "
-                "use that one, or stop the stack and delete the state dir to start afresh"
-            )
+            state_dir = stack.config.state_dir
+            hint = f"; {state_dir} was made with another password (LOCAL_DB_PASSWORD): set that, "
+            hint += f"or stop the stack and delete {state_dir} to start afresh"
         raise StackError(f"cannot log in to Postgres directly: {error}{hint}") from error

@@ -32,12 +32,7 @@ def service_user() -> User | None:
     raise StackError("running as root, but neither a `postgres` nor a `nobody` user exists")
 
 
-def run(
-    args: list[str],
-    user: User | None = None,
-    env: dict[str, str] | None = None,
-    log: Path | None = None,
-) -> str:
+def run(args: list[str], user: User | None = None, log: Path | None = None) -> str:
     """Run a command to its end, as `user` when given; its output, or an error showing it and
     the end of the `log` it wrote to."""
     # A file, not a pipe: a daemon it starts (postgres, `pgbouncer -d`) inherits the output,
@@ -45,7 +40,7 @@ def run(
     with tempfile.TemporaryFile() as file:
         try:
             done = subprocess.run(
-                args, stdout=file, stderr=subprocess.STDOUT, cwd="/", env=env,
+                args, stdout=file, stderr=subprocess.STDOUT, cwd="/",
                 user=user.pw_uid if user else None, group=user.pw_gid if user else None,
                 extra_groups=[] if user else None, check=False,
             )  # fmt: skip

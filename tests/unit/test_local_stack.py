@@ -55,16 +55,20 @@ def test_version_is_read_from_pgbouncer_version_output(
     assert parse_pgbouncer_version(output) == version
 
 
-def test_pgbouncer_1_18_gets_no_setting_it_does_not_know() -> None:
-    settings = ini_for(PGBOUNCER_1_18)
+@pytest.mark.parametrize("output", [PGBOUNCER_1_18, "PgBouncer 1.20.1\n"])
+def test_pgbouncer_before_1_21_gets_no_setting_it_does_not_know(output: str) -> None:
+    settings = ini_for(output)
 
-    assert "max_prepared_statements" not in settings  # 1.18 would refuse to start
+    assert "max_prepared_statements" not in settings  # they would refuse to start
     assert settings["pool_mode"] == "transaction"
     assert settings["auth_type"] == "scram-sha-256"
 
 
-def test_pgbouncer_1_25_keeps_prepared_statements_off_like_supavisor() -> None:
-    settings = ini_for(PGBOUNCER_1_25)
+@pytest.mark.parametrize("output", [PGBOUNCER_1_25, "PgBouncer 1.21.0\n"])
+def test_pgbouncer_1_21_and_later_keeps_prepared_statements_off_like_supavisor(
+    output: str,
+) -> None:
+    settings = ini_for(output)
 
     # 1.24+ defaults to 200, which would let psycopg's prepared statements through.
     assert settings["max_prepared_statements"] == "0"

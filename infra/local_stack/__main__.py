@@ -11,7 +11,12 @@ from infra.local_stack import LocalStack, StackError, config_from_env, is_runnin
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command on the dev stack that the LOCAL_* variables describe; the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m infra.local_stack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m infra.local_stack",
+        description="Local Postgres behind PgBouncer in transaction mode, like Supabase's pooler.",
+        epilog="Settings: LOCAL_STACK_STATE_DIR (.local/dev), LOCAL_POSTGRES_PORT (54322), "
+        "LOCAL_POOLER_PORT (6543), LOCAL_DB_PASSWORD.",
+    )
     parser.add_argument(
         "command",
         choices=["start", "stop", "status", "url"],

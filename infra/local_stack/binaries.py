@@ -35,19 +35,14 @@ def find_binaries(root: Path = Path("/"), search_path: str | None = None) -> Bin
     for, so tests can hand in a fake tree.
     """
     initdb = shutil.which("initdb", path=search_path)
+    pgbouncer = shutil.which("pgbouncer", path=search_path)
     # Resolved: a symlink on PATH (Homebrew's, or a hand-made one) has no pg_ctl beside it.
     bindirs = [Path(initdb).resolve().parent] if initdb else []
-    bindirs += [root / f"usr/lib/postgresql/{version}/bin" for version in _PG_VERSIONS]
-    bindirs += [
-        root / f"{prefix}/opt/postgresql@{v}/bin" for v in _PG_VERSIONS for prefix in _HOMEBREW
-    ]
-    bindir = next((path for path in bindirs if (path / "initdb").is_file()), None)
-    pgbouncer = shutil.which("pgbouncer", path=search_path)
+    bindirs += [root / f"usr/lib/postgresql/{v}/bin" for v in _PG_VERSIONS]
+    bindirs += [root / f"{brew}/opt/postgresql@{v}/bin" for v in _PG_VERSIONS for brew in _HOMEBREW]
     bouncers = [Path(pgbouncer)] if pgbouncer else []
-    bouncers += [
-        root / "usr/sbin/pgbouncer",
-        *(root / f"{prefix}/bin/pgbouncer" for prefix in _HOMEBREW),
-    ]
+    bouncers += [root / "usr/sbin/pgbouncer", *(root / f"{b}/bin/pgbouncer" for b in _HOMEBREW)]
+    bindir = next((path for path in bindirs if (path / "initdb").is_file()), None)
     found = next((path for path in bouncers if path.is_file()), None)
     if bindir is None or found is None:
         return None

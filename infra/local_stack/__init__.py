@@ -65,8 +65,8 @@ def start(config: StackConfig) -> LocalStack:
     if not _up("PgBouncer", pgbouncer.running(config), config, "pooler_port"):
         pgbouncer.start(stack, binaries.pgbouncer, user, secret)
     pgbouncer.wait_for_login(stack)
-    logger.info("ready: pooler on port %d, Postgres on port %d, state in %s",
-                config.pooler_port, config.postgres_port, config.state_dir)  # fmt: skip
+    ports = (config.pooler_port, config.postgres_port)
+    logger.info("ready: pooler on port %d, Postgres on %d, state in %s", *ports, config.state_dir)
     return stack
 
 

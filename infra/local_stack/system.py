@@ -40,10 +40,16 @@ def run(args: list[str], user: User | None = None, log: Path | None = None) -> s
     with tempfile.TemporaryFile() as file:
         try:
             done = subprocess.run(
-                args, stdout=file, stderr=subprocess.STDOUT, cwd="/",
-                user=user.pw_uid if user else None, group=user.pw_gid if user else None,
-                extra_groups=[] if user else None, check=False,
-            )  # fmt: skip
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=file,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+                extra_groups=[] if user else None,
+                check=False,
+            )
         except OSError as error:
             raise StackError(f"`{' '.join(args)}` could not run: {error}") from error
         file.seek(0)

@@ -15,8 +15,8 @@ SERVERLESS := node_modules/.bin/serverless
 STAGE ?=
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
-.PHONY: help install dev test test-unit lint fmt migrate migration stack-up stack-down package \
-	deploy secret remove clean bench llvm-strip
+.PHONY: help install dev test test-unit lint fmt function migrate migration stack-up stack-down \
+	package deploy secret remove clean bench llvm-strip
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -40,6 +40,10 @@ lint: install ## ruff and mypy (strict)
 fmt: install ## Format and fix what ruff can
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
+
+function: install ## Scaffold a function, its test and its serverless.yml entry: NAME=orders [KIND=plain]
+	$(if $(NAME),,$(error name the function, for example: make function NAME=orders))
+	$(RUN) python -m infra.scaffold $(NAME)$(if $(KIND), --kind $(KIND))
 
 migrate: install ## Apply migrations: DIRECT_DATABASE_URL (env or .env), else the local stack; or STAGE's secret
 ifdef STAGE

@@ -16,8 +16,8 @@ Writes, from the templates in infra/templates/:
   the edit is refused unless it only adds lines.
 
 FastAPI is the default: a function usually grows into a resource with several routes, request
-validation and an OpenAPI document, which FastAPI gives for about 0.1 s more cold start; a
-plain handler is the choice for one hot endpoint (see README, "Adding a function").
+validation and an OpenAPI document, worth FastAPI's extra import time at a cold start; a plain
+handler is the choice for one hot endpoint (README, "Adding a function", has the figures).
 
 A bad or taken name is one line on stderr and exit code 2, and nothing is written unless
 everything can be: every file is rendered and serverless.yml edited in memory first, then

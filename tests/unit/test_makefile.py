@@ -5,8 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from infra import PROJECT_ROOT
+from infra.migrate import alembic_config
 
 
 def planned(*args: str) -> list[str]:
@@ -68,3 +70,35 @@ def test_unit_target_deselects_every_test_that_needs_a_server_or_a_build() -> No
     [command] = planned("test-unit")
 
     assert command.endswith('pytest -m "not (integration or e2e or package)"')
+
+
+def test_function_scaffolds_with_a_kind_only_when_one_is_given() -> None:
+    assert planned("function", "NAME=orders")[-1].endswith("python -m infra.scaffold orders")
+    assert planned("function", "NAME=orders", "KIND=plain")[-1].endswith(
+        "python -m infra.scaffold orders --kind plain"
+    )
+
+
+def test_function_without_a_name_says_how_to_give_one() -> None:
+    done = subprocess.run(["make", "-n", "function"], cwd=ROOT, capture_output=True, text=True)
+
+    assert done.returncode != 0
+    assert "make function NAME=orders" in done.stderr
+
+
+def branch_arguments(function: str) -> str:
+    """The Alembic arguments `make migration FUNCTION=...` picks, chosen by `alembic heads`."""
+    command = planned("migration", "MSG=m", f"FUNCTION={function}")[-1]
+    choice = command[command.index("$(") + 2 : command.rindex(")")]
+    done = subprocess.run(["bash", "-c", choice], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_functions_first_migration_starts_its_own_branch_and_later_ones_extend_it() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    [existing, *_] = [
+        label for script in scripts.walk_revisions() for label in script.branch_labels
+    ]
+
+    assert branch_arguments("not_a_branch") == "--head base --branch-label not_a_branch"
+    assert branch_arguments(existing) == f"--head {existing}@head"

@@ -8,8 +8,8 @@ Writes, from the templates in infra/templates/:
 - `functions/<name>/`: `handler.py` behind the shared Lambda boundary, and for FastAPI a
   `routes.py` with one `async def` route on the shared read session; each answers
   `GET /<name>` (underscores become hyphens) with one query through the pooler;
-- `tests/events/get_<name>.json` (API Gateway HTTP API, payload 2.0) and
-  `tests/integration/test_<name>.py`, which invokes the handler with it against the pooler;
+- `tests/integration/test_<name>.py`, which invokes the handler with an API Gateway v2.0
+  event for its route (tests/fixtures/lambda_events.http_event) against the pooler;
 - the function in serverless.yml: handler, zip, reserved concurrency (a new
   `params.default.<name>Concurrency`), SnapStart, its route, and for FastAPI its dependency
   group. The file is edited round-trip (ruamel.yaml), so every comment and its layout stay;
@@ -150,11 +150,10 @@ def check_free(names: Names, config: CommentedMap, paths: list[Path], root: Path
 
 
 def render_files(names: Names, kind: Kind) -> dict[Path, str]:
-    """The function's package, its event and its integration test, rendered."""
+    """The function's package and its integration test, rendered."""
     templates = {
         Path("functions", names.name, "__init__.py"): TEMPLATES / "__init__.py.tmpl",
         Path("functions", names.name, "handler.py"): TEMPLATES / kind / "handler.py.tmpl",
-        Path("tests", "events", f"get_{names.name}.json"): TEMPLATES / "event.json.tmpl",
         Path("tests", "integration", f"test_{names.name}.py"): TEMPLATES / "test.py.tmpl",
     }
     if kind == "fastapi":

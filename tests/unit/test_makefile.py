@@ -80,7 +80,9 @@ def test_function_scaffolds_with_a_kind_only_when_one_is_given() -> None:
 
 
 def test_function_without_a_name_says_how_to_give_one() -> None:
-    done = subprocess.run(["make", "-n", "function"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        ["make", "-n", "function"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
 
     assert done.returncode != 0
     assert "make function NAME=orders" in done.stderr
@@ -90,7 +92,7 @@ def branch_arguments(function: str) -> str:
     """The Alembic arguments `make migration FUNCTION=...` picks, chosen by `alembic heads`."""
     command = planned("migration", "MSG=m", f"FUNCTION={function}")[-1]
     choice = command[command.index("$(") + 2 : command.rindex(")")]
-    done = subprocess.run(["bash", "-c", choice], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(["bash", "-c", choice], cwd=PROJECT_ROOT, capture_output=True, text=True)
     return done.stdout.strip()
 
 

@@ -26,7 +26,8 @@ from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
 from infra.package import read_service
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import EVENTS_DIR
+from tests.fixtures.lambda_events import EVENTS_DIR, http_event
+from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -37,6 +38,8 @@ LAMBDA_ZIPPED_LIMIT = 50 * 2**20  # direct upload
 LAMBDA_UNZIPPED_LIMIT = 250 * 2**20
 ELF_MACHINE = {"x86_64": 62, "arm64": 183}
 FASTAPI_FUNCTIONS = {"items"}
+AUTH_FUNCTIONS = {"items", "connections"}
+"""The functions that verify access tokens, so ship PyJWT and cryptography (the `auth` group)."""
 
 
 def locked_version(package: str) -> str:
@@ -75,6 +78,7 @@ def test_zip_holds_only_what_the_function_needs(
     uses_fastapi = function in FASTAPI_FUNCTIONS
     assert ({"fastapi", "mangum", "starlette"} <= roots) == uses_fastapi
     assert ("fastapi" in roots) == uses_fastapi
+    assert ({"jwt", "cryptography"} <= roots) == (function in AUTH_FUNCTIONS)
     assert zip_path.stat().st_size < LAMBDA_ZIPPED_LIMIT
     with zipfile.ZipFile(zip_path) as archive:
         assert sum(i.file_size for i in archive.infolist()) < LAMBDA_UNZIPPED_LIMIT
@@ -137,7 +141,9 @@ def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return root
 
 
-def invoke_from_zip(task_root: Path, events: list[Path], database_url: str) -> list[dict[str, Any]]:
+def invoke_from_zip(
+    task_root: Path, events: list[Path], database_url: str, supabase_url: str = ""
+) -> list[dict[str, Any]]:
     """Invoke a function's handler with a Python of the runtime's version that sees only
     its zip (unpacked at `task_root`, named after the function)."""
     module = f"functions.{task_root.name}.handler"
@@ -151,6 +157,7 @@ def invoke_from_zip(task_root: Path, events: list[Path], database_url: str) -> l
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(task_root),
             "DATABASE_URL": database_url,
+            "SUPABASE_URL": supabase_url,
             "POWERTOOLS_SERVICE_NAME": "smoke",
         },
         capture_output=True,
@@ -193,15 +200,25 @@ def test_health_zip_answers_from_the_pooler(unpacked: Path, database: LocalStack
     assert json.loads(response["body"]) == {"status": "ok", "database": "reachable"}
 
 
-def test_connections_zip_answers_from_the_pooler(unpacked: Path, database: LocalStack) -> None:
-    [response] = invoke_from_zip(
+def test_connections_zip_verifies_tokens_and_answers_from_the_pooler(
+    unpacked: Path, database: LocalStack, tokens: Tokens, tmp_path: Path
+) -> None:
+    events = []
+    for name, token in [("service", tokens.service_role()), ("forged", tokens.forged("alg none"))]:
+        events.append(tmp_path / f"{name}.json")
+        events[-1].write_text(json.dumps(http_event("get_connections", token=token)))
+
+    no_token, service, forged = invoke_from_zip(
         unpacked / "connections",
-        [EVENTS_DIR / "get_connections.json"],
+        [EVENTS_DIR / "get_connections.json", *events],
         database.pooler_url(),
+        tokens.supabase_url,
     )
 
-    assert response["statusCode"] == 200
-    assert json.loads(response["body"])["max_connections"] > 0
+    assert no_token["statusCode"] == 401
+    assert service["statusCode"] == 200
+    assert json.loads(service["body"])["max_connections"] > 0
+    assert forged["statusCode"] == 401
 
 
 def test_items_zip_creates_and_reads_through_the_pooler(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -68,3 +69,23 @@ def test_unit_target_deselects_every_test_that_needs_a_server_or_a_build() -> No
     [command] = planned("test-unit")
 
     assert command.endswith('pytest -m "not (integration or e2e or package)"')
+
+
+def test_secret_jwt_stores_the_legacy_jwt_secret() -> None:
+    assert planned("secret", "STAGE=ci", "SECRET=jwt")[-1].endswith(
+        "python -m infra.stage secret --stage ci --jwt"
+    )
+
+
+def test_token_takes_user_and_role_from_the_command_line_only() -> None:
+    user = "7d3f1c2e-0000-4000-8000-000000000001"
+    env = {**os.environ, "USER": "root"}  # the shell's login name is not a user id
+
+    given = planned("token", f"USER={user}", "ROLE=service_role")[-1]
+    default = subprocess.run(
+        ["make", "--no-print-directory", "-n", "token"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()[-1]  # fmt: skip
+
+    assert given.endswith(f"python -m infra.local_auth token --user {user} --role service_role")
+    assert default.rstrip().endswith("python -m infra.local_auth token")

@@ -35,7 +35,8 @@ from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import EVENTS_DIR
+from tests.fixtures.lambda_events import EVENTS_DIR, authorized
+from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -130,9 +131,10 @@ def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
 
 
 def measure_cold_starts(
-    zips: dict[str, Path], database_url: str, read_id: int, work: Path, rounds: int
+    zips: dict[str, Path], database_url: str, read_id: int, work: Path, rounds: int, tokens: Tokens
 ) -> dict[str, dict[str, list[float]]]:
-    """Seconds per process, by function, then scenario."""
+    """Seconds per process, by function, then scenario. A first request carries a token
+    (/connections: the service role's), so it includes fetching the JWKS from `tokens`."""
     _remove(work)
     runtime = work / "runtime"
     _install_runtime_packages(runtime)
@@ -141,6 +143,10 @@ def measure_cold_starts(
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
         _unpack_read_only(zip_path, work / "no-bytecode" / function, bytecode=False)
         event = json.loads((EVENTS_DIR / f"{FIRST_EVENTS[function]}.json").read_text())
+        if function != "health":
+            authorized(
+                event, tokens.service_role() if function == "connections" else tokens.token()
+            )
         if function == "items":
             event["rawPath"] = event["requestContext"]["http"]["path"] = f"/items/{read_id}"
             event["pathParameters"] = {"item_id": str(read_id)}
@@ -160,6 +166,7 @@ def measure_cold_starts(
                         "PYTHONPATH": f"{task_root}{os.pathsep}{runtime}",
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
+                        "SUPABASE_URL": tokens.supabase_url,
                     }
                     args = [str(ZIP_INVOKER), f"functions.{function}.handler"]
                     if scenario == "bare interpreter":

@@ -1,6 +1,8 @@
 """Supabase Auth's token side, locally: a signing key, its JWKS over HTTP, signed tokens.
 
     python -m infra.local_auth token [--user UUID] [--role authenticated|service_role]
+    python -m infra.local_auth token --role service_role \
+        --supabase-url https://<ref>.supabase.co --key-file signing-key.json
 
 `make dev` serves the JWKS where Supabase's local stack (`supabase start`) serves it,
 http://127.0.0.1:54321/auth/v1/.well-known/jwks.json (AUTH_PORT moves it), and gives the
@@ -8,6 +10,11 @@ functions SUPABASE_URL=http://127.0.0.1:54321, so they fetch and verify exactly 
 `make token` prints an access token shaped like Supabase's, signed with the same key: ES256,
 Supabase's default for asymmetric signing keys. The key is generated once into
 .local/auth/signing-key.json (ignored by git) and only ever signs local tokens.
+
+With `--key-file` (a private JWK from `supabase gen signing-key --algorithm ES256`, imported
+into the project as a standby key, so that its JWKS lists it) and `--supabase-url`, the same
+command mints a token for a deployed project, e.g. a short-lived service_role token for
+`/connections`.
 """
 
 from __future__ import annotations
@@ -69,14 +76,20 @@ class SigningKey:
         return cls(ec.generate_private_key(ec.SECP256R1()), kid or str(uuid.uuid4()))
 
     @classmethod
+    def load(cls, path: Path) -> SigningKey:
+        """The key stored at `path` as a private JWK with its `kid`."""
+        jwk = json.loads(path.read_text())
+        private_key = ECAlgorithm.from_jwk(jwk)
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey) or "kid" not in jwk:
+            raise ValueError(f"{path} holds no private EC key with a kid")
+        return cls(private_key, jwk["kid"])
+
+    @classmethod
     def load_or_create(cls, path: Path | None = None) -> SigningKey:
         """The key stored at `path` (KEY_FILE: a private JWK), generated and stored on first use."""
         path = path or KEY_FILE
         if path.exists():
-            jwk = json.loads(path.read_text())
-            private_key = ECAlgorithm.from_jwk(jwk)
-            assert isinstance(private_key, ec.EllipticCurvePrivateKey)
-            return cls(private_key, jwk["kid"])
+            return cls.load(path)
         key = cls.generate()
         path.parent.mkdir(parents=True, exist_ok=True)
         jwk = ECAlgorithm.to_jwk(key.private_key, as_dict=True) | {"kid": key.kid, "alg": "ES256"}
@@ -198,14 +211,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--role", default="authenticated", choices=["authenticated", "service_role"]
     )
+    parser.add_argument("--supabase-url", help="the project to sign for (default: the local one)")
+    parser.add_argument("--key-file", type=Path, help="a private JWK (default: the local key)")
+    parser.add_argument("--lifetime", type=int, default=TOKEN_LIFETIME_S, help="in seconds")
     args = parser.parse_args(argv)
     try:
         user_id = str(uuid.UUID(args.user or DEFAULT_USER_ID))
     except ValueError:
         sys.stderr.write(f"USER must be a UUID, like {DEFAULT_USER_ID}\n")
         return 1
-    key = SigningKey.load_or_create()
-    claims = access_token_claims(f"{local_supabase_url()}/auth/v1", user_id, args.role)
+    try:
+        key = SigningKey.load(args.key_file) if args.key_file else SigningKey.load_or_create()
+    except (OSError, ValueError, jwt.PyJWTError) as error:
+        sys.stderr.write(f"cannot use the signing key: {error}\n")
+        return 1
+    issuer = f"{(args.supabase_url or local_supabase_url()).rstrip('/')}/auth/v1"
+    claims = access_token_claims(issuer, user_id, args.role, lifetime_s=args.lifetime)
     sys.stdout.write(key.sign(claims) + "\n")
     return 0
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jwt.algorithms import ECAlgorithm
 
 from infra import local_auth
 from infra.local_auth import DEFAULT_USER_ID, JwksServer, SigningKey
 from shared.auth import TokenVerifier
+from tests.fixtures.tokens import Tokens
 
 
 @pytest.fixture
@@ -83,3 +86,37 @@ def test_a_user_that_is_not_a_uuid_is_refused(
     assert exit_code == 1
     assert capsys.readouterr().out == ""
     assert not key_file.exists()
+
+
+def test_a_service_role_token_for_a_project_from_an_imported_key(
+    fresh_tokens: Tokens, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployed path: a key made with `supabase gen signing-key`, imported as a standby
+    key so the project's JWKS lists it (here: the test project's JWKS)."""
+    imported = SigningKey.generate()
+    key_file = tmp_path / "imported.json"
+    key_file.write_text(
+        json.dumps(ECAlgorithm.to_jwk(imported.private_key, as_dict=True) | {"kid": imported.kid})
+    )
+    fresh_tokens.endpoint.keys.append(imported)
+    args = ["--supabase-url", f"{fresh_tokens.supabase_url}/", "--key-file", str(key_file)]
+
+    exit_code = local_auth.main(["token", "--role", "service_role", "--lifetime", "600", *args])
+    claims = TokenVerifier(fresh_tokens.supabase_url).verify(capsys.readouterr().out.strip())
+
+    assert exit_code == 0
+    assert claims["role"] == "service_role"
+    assert claims["iss"] == f"{fresh_tokens.supabase_url}/auth/v1"
+    assert claims["exp"] - claims["iat"] == 600
+
+
+def test_a_key_file_without_a_private_key_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    public_only = tmp_path / "public.json"
+    public_only.write_text(json.dumps(SigningKey.generate().public_jwk()))
+
+    exit_code = local_auth.main(["token", "--key-file", str(public_only)])
+
+    assert exit_code == 1
+    assert capsys.readouterr().out == ""

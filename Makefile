@@ -15,7 +15,7 @@ SERVERLESS := node_modules/.bin/serverless
 STAGE ?=
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
-.PHONY: help install dev test test-unit lint fmt function migrate migration stack-up stack-down \
+.PHONY: help install dev token test test-unit lint fmt function migrate migration stack-up stack-down \
 	package deploy secret remove clean bench llvm-strip
 
 help: ## List the targets
@@ -25,6 +25,11 @@ install: .venv/.synced node_modules/.package-lock.json ## Install Python and npm
 
 dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :3000
 	$(RUN) python -m infra.dev
+
+# USER only from the command line: the shell's own USER is a login name, not a user id.
+# Only the Python environment as a prerequisite, so `$(make -s token)` captures just the token.
+token: .venv/.synced ## Print a local access token: make token [USER=<uuid>] [ROLE=service_role]
+	@$(RUN) python -m infra.local_auth token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
 
 test: install lint llvm-strip ## Lint, then unit, integration, package and end-to-end tests (what CI runs)
 	$(RUN) pytest
@@ -81,9 +86,9 @@ deploy: install llvm-strip ## Build the zips and deploy: make deploy STAGE=dev
 	$(RUN) python -m infra.package verify
 	$(SERVERLESS) deploy --stage $(STAGE)
 
-secret: install ## Store the pooler URL (or SECRET=direct: the migrations' URL) for STAGE
+secret: install ## Store the pooler URL for STAGE (SECRET=direct: the migrations' URL; SECRET=jwt: the legacy JWT secret)
 	$(require_stage)
-	$(RUN) python -m infra.stage secret --stage $(STAGE) $(if $(filter direct,$(SECRET)),--direct)
+	$(RUN) python -m infra.stage secret --stage $(STAGE) $(if $(filter direct,$(SECRET)),--direct)$(if $(filter jwt,$(SECRET)),--jwt)
 
 remove: install ## Delete the stage's stack, secrets included: make remove STAGE=dev
 	$(require_stage)

@@ -51,6 +51,7 @@ __all__ = [
     "json_response",
     "lambda_boundary",
     "plain_handler",
+    "request_header",
 ]
 
 logger = logging.getLogger(__name__)
@@ -173,6 +174,12 @@ def _headers(event: LambdaEvent, kind: _Kind) -> dict[str, str]:
         for name, values in (event.get("multiValueHeaders") or {}).items():
             headers[name.lower()] = ", ".join(values)
     return headers
+
+
+def request_header(event: LambdaEvent, name: str) -> str | None:
+    """A header of an HTTP event the boundary accepted, by case-insensitive name."""
+    kind, http_event = _event_kind(event)
+    return _headers(http_event, kind).get(name.lower())
 
 
 def _check_server(headers: Mapping[str, str]) -> None:

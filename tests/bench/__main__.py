@@ -27,6 +27,7 @@ from tests.bench.sizes import measure_zip
 from tests.bench.stack import POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
 from tests.bench.stats import summarize
 from tests.bench.warm import measure_threads_per_request, measure_warm
+from tests.fixtures.tokens import serve_tokens
 
 SEEDED_ITEMS = 50
 
@@ -104,27 +105,33 @@ def main(argv: list[str] | None = None) -> int:
         arch: {f: measure_zip(path) for f, path in built.items()} for arch, built in zips.items()
     }
 
-    with _stdout_to(RESULTS_DIR / "functions.log"), bench_stack() as stack:
+    with (
+        _stdout_to(RESULTS_DIR / "functions.log"),
+        bench_stack() as stack,
+        serve_tokens() as tokens,
+    ):
         read_id = seed_items(stack, SEEDED_ITEMS)[0]
         _progress("counting exchanges through the proxy")
         exchanges = measure_exchanges(
             stack,
             [
-                lambda url: ProjectFunctions(read_id, url),
+                lambda url: ProjectFunctions(read_id, url, tokens),
                 lambda url: RawPsycopg(read_id, url),
                 lambda url: NaiveFastAPI(read_id, url),
             ],
         )
         url = stack.pooler_url()
         contenders = [
-            ProjectFunctions(read_id, url), RawPsycopg(read_id, url), NaiveFastAPI(read_id, url)
-        ]  # fmt: skip
+            ProjectFunctions(read_id, url, tokens),
+            RawPsycopg(read_id, url),
+            NaiveFastAPI(read_id, url),
+        ]
         _progress(f"warm latency: {rounds} interleaved rounds")
         warm = measure_warm(contenders, rounds=rounds, warmup=max(5, rounds // 20))
         thread_counts = measure_threads_per_request(contenders, requests=10)
         _progress(f"cold starts: {cold_rounds} rounds")
         cold = measure_cold_starts(
-            zips["x86_64"], url, read_id, RESULTS_DIR / "cold", rounds=cold_rounds
+            zips["x86_64"], url, read_id, RESULTS_DIR / "cold", rounds=cold_rounds, tokens=tokens
         )
         _progress(f"burst: {processes} processes x {threads} clients")
         burst = run_burst(stack, read_id, processes=processes, threads=threads, requests=3)

@@ -34,9 +34,10 @@ from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import http_event
+from tests.fixtures.lambda_events import authorized, http_event
 from tests.fixtures.service import FUNCTIONS, read_route
 from tests.fixtures.stack import free_port
+from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -123,9 +124,10 @@ def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
 
 
 def measure_cold_starts(
-    zips: dict[str, Path], database_url: str, read_id: int, work: Path, rounds: int
+    zips: dict[str, Path], database_url: str, read_id: int, work: Path, rounds: int, tokens: Tokens
 ) -> dict[str, dict[str, list[float]]]:
-    """Seconds per process, by function, then scenario."""
+    """Seconds per process, by function, then scenario. A first request carries a token
+    (/connections: the service role's), so it includes fetching the JWKS from `tokens`."""
     _remove(work)
     runtime = work / "runtime"
     _install_runtime_packages(runtime)
@@ -137,6 +139,10 @@ def measure_cold_starts(
         gets = [r for r in FUNCTIONS[function].routes if r.method == "GET" and r.parameters]
         route = gets[0] if gets else read_route(FUNCTIONS[function])
         event = http_event(route, params=dict.fromkeys(route.parameters, read_id))
+        # connections answers only the service role; the others take a user's token.
+        event = authorized(
+            event, tokens.service_role() if function == "connections" else tokens.token()
+        )
         events[function] = work / f"{function}-event.json"
         events[function].write_text(json.dumps(event))
     python = getattr(sys, "_base_executable", sys.executable)
@@ -153,6 +159,7 @@ def measure_cold_starts(
                         "PYTHONPATH": f"{task_root}{os.pathsep}{runtime}",
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
+                        "SUPABASE_URL": tokens.supabase_url,
                     }
                     declared = FUNCTIONS[function]
                     args = [str(ZIP_INVOKER), f"{declared.handler_module}:{declared.handler_name}"]

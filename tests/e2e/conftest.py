@@ -13,6 +13,7 @@ import pytest
 from infra.local_stack import LocalStack
 from infra.offline import start_offline, stop_offline, wait_until_serving
 from tests.fixtures.stack import require_free
+from tests.fixtures.tokens import Tokens
 
 # serverless-offline's line for each request it hands to a function: `GET /health (λ: health)`.
 INVOCATION = re.compile(r"^(\S+ \S+) \(λ: (.+)\)$")
@@ -48,14 +49,21 @@ class Offline:
 
 
 @pytest.fixture(scope="session")
-def offline(database: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Offline]:
-    """The functions as `make dev` serves them."""
+def offline(
+    database: LocalStack, tokens: Tokens, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Offline]:
+    """The functions as `make dev` serves them: they verify tokens against the session's JWKS,
+    fetched over HTTP from their own processes."""
     http_port = require_free("TEST_HTTP_PORT")
     base_url = f"http://127.0.0.1:{http_port}"
     log_path = tmp_path_factory.mktemp("offline") / "serverless-offline.log"
     with log_path.open("wb") as output:
         process = start_offline(
-            database.pooler_url(), http_port, require_free("TEST_LAMBDA_PORT"), output
+            database.pooler_url(),
+            tokens.supabase_url,
+            http_port,
+            require_free("TEST_LAMBDA_PORT"),
+            output,
         )
         try:
             wait_until_serving(base_url, process, timeout_s=90)  # any answer, even a 404

@@ -10,6 +10,7 @@ from infra.package import Route
 from tests.e2e.conftest import OfflineLog
 from tests.fixtures.lambda_events import fill_path
 from tests.fixtures.service import BODY_METHODS, ROUTES
+from tests.fixtures.tokens import Tokens, bearer
 
 # What serverless offline answers itself, with a 404, for a route it does not serve.
 OFFLINE_NOT_FOUND = "Serverless-offline: route not found."
@@ -58,3 +59,37 @@ def test_undeclared_routes_never_reach_a_function(
     assert response.status_code == 404
     assert response.json()["error"] == OFFLINE_NOT_FOUND
     assert offline_log.invocations() == []
+
+
+def test_connection_monitor_over_http(api: httpx.Client, tokens: Tokens) -> None:
+    report = api.get("/connections", headers=bearer(tokens.service_role())).json()
+
+    assert report["max_connections"] > 0
+    assert report["in_use"] >= 1
+    assert {"with_data_api", "without_data_api"} == set(report["guidance"])
+
+
+def test_connection_monitor_refuses_over_http_what_it_should(
+    api: httpx.Client, tokens: Tokens
+) -> None:
+    """The 401s and their challenge, and the 403, as a client sees them through the gateway."""
+    missing = api.get("/connections")
+    forged = {
+        kind: api.get("/connections", headers=bearer(tokens.forged(kind, role="service_role")))
+        for kind in ("signed by another key", "alg none", "HS256 with the public key as secret")
+    }
+    user = api.get("/connections", headers=bearer(tokens.token()))
+    service = api.get("/connections", headers=bearer(tokens.service_role()))
+
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert missing.json()["code"] == "not_authenticated"
+    assert {kind: r.status_code for kind, r in forged.items()} == dict.fromkeys(forged, 401)
+    assert all(r.headers["www-authenticate"].startswith("Bearer error=") for r in forged.values())
+    assert user.status_code == 403
+    assert service.status_code == 200
+
+
+def test_health_stays_public(api: httpx.Client, tokens: Tokens) -> None:
+    assert api.get("/health").status_code == 200
+    assert api.get("/health", headers=bearer(tokens.forged("alg none"))).status_code == 200

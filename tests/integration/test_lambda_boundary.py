@@ -24,6 +24,7 @@ from infra.package import Route
 from tests.fixtures.lambda_events import (
     FunctionOutput,
     LambdaTestContext,
+    authorized,
     body_of,
     fill_path,
     function_url_event,
@@ -32,6 +33,7 @@ from tests.fixtures.lambda_events import (
     stored_event,
 )
 from tests.fixtures.service import FUNCTIONS, ROUTES, handler_of, read_route, uses_fastapi
+from tests.fixtures.tokens import Tokens
 
 type Handler = Callable[[Any, LambdaTestContext], dict[str, Any]]
 
@@ -39,8 +41,9 @@ HANDLERS: dict[str, Handler] = {name: handler_of(function) for name, function in
 # What a function may answer, from the README; a 500 is never right for a request. FastAPI
 # also answers unknown paths and methods (404, 405) and a trailing slash (307, to the path
 # without it).
-PLAIN_STATUSES = {200, 400, 503}
-FASTAPI_STATUSES = {200, 201, 204, 307, 400, 404, 405, 409, 422, 503}
+# A route that takes a token answers 401 without one, and generated events hold none.
+PLAIN_STATUSES = {200, 400, 401, 503}
+FASTAPI_STATUSES = {200, 201, 204, 307, 400, 401, 404, 405, 409, 422, 503}
 # A path parameter no stored row has: reads answer without touching other tests' data.
 NO_SUCH_ROW = "987654321"
 TRACEBACK_MARKS = ("Traceback", "--- Logging error ---")
@@ -54,6 +57,13 @@ def v2_route(function: str) -> tuple[Route, str]:
     """The function's read route, and its path with the parameters filled in."""
     route = read_route(FUNCTIONS[function])
     return route, fill_path(route, dict.fromkeys(route.parameters, NO_SUCH_ROW))
+
+
+@pytest.fixture(autouse=True)
+def _tokens_verified_against_a_real_jwks(tokens: Tokens) -> Tokens:
+    """SUPABASE_URL set for every test here: a bearer token in an event is verified, not a
+    configuration error."""
+    return tokens
 
 
 def v2_event(function: str) -> dict[str, Any]:
@@ -161,11 +171,13 @@ OPTIONAL_KEYS = {"rest-v1": {"multiValueHeaders"}, "http-api-v2": {"cookies"}}
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("function", HANDLERS)
 def test_each_function_answers_each_kind_of_http_event_in_its_shape(
-    function: str, kind: str
+    function: str, kind: str, tokens: Tokens
 ) -> None:
-    reference = HANDLERS[function](v2_event(function), LambdaTestContext())
+    # A service_role token: every function answers its read, /connections included.
+    token = tokens.service_role()
+    reference = HANDLERS[function](authorized(v2_event(function), token), LambdaTestContext())
 
-    response = HANDLERS[function](KINDS[kind](function), LambdaTestContext())
+    response = HANDLERS[function](authorized(KINDS[kind](function), token), LambdaTestContext())
 
     assert reference["statusCode"] < 500
     assert response["statusCode"] == reference["statusCode"]

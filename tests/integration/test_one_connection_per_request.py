@@ -28,6 +28,7 @@ from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
+from tests.fixtures.tokens import Tokens
 from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
 
 STATEMENT = re.compile(rf"app={TEST_APPLICATION_NAME} .*LOG:\s+(?:statement|execute [^:]*): (.*)")
@@ -145,6 +146,7 @@ REQUESTS: dict[str, tuple[Callable[[int], tuple[str, dict[str, Any]]], int]] = {
     ),
     "items delete": (lambda item_id: ("DELETE /items/{item_id}", {"path": f"/items/{item_id}"}), 2),
 }
+SERVICE_ROLE_ROUTES = {"GET /connections"}
 
 
 def invoke(route: str, **event: Any) -> dict[str, Any]:
@@ -157,6 +159,7 @@ def test_reads_take_one_exchange_and_writes_two_after_the_login(
     exchange_counter: ExchangeCounter,
     monkeypatch: pytest.MonkeyPatch,
     request_name: str,
+    tokens: Tokens,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
     reset_caches()
@@ -165,6 +168,8 @@ def test_reads_take_one_exchange_and_writes_two_after_the_login(
     exchange_counter.reset()
     build_event, expected = REQUESTS[request_name]
     name, event = build_event(body_of(created)["id"])
+    if name in SERVICE_ROLE_ROUTES:
+        event["token"] = tokens.service_role()
 
     response = invoke(name, **event)
 

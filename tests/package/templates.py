@@ -24,7 +24,7 @@ def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("AWS_") and name != "DATABASE_URL"
+        if not name.startswith(("AWS_", "SUPABASE_")) and name != "DATABASE_URL"
     }
     env |= {
         "AWS_CONFIG_FILE": "/nonexistent",

@@ -27,7 +27,15 @@ from infra.local_stack import LocalStack
 from infra.package import PLATFORMS
 from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
-from tests.fixtures.service import FUNCTIONS, SERVICE, handler_of, read_route, uses_fastapi
+from tests.fixtures.service import (
+    FUNCTIONS,
+    SERVICE,
+    handler_of,
+    read_route,
+    uses_fastapi,
+    verifies_tokens,
+)
+from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -68,6 +76,7 @@ def test_zip_holds_only_what_the_function_needs(zip_path: Path, function: str) -
     ships_fastapi = uses_fastapi(FUNCTIONS[function])
     assert ({"fastapi", "mangum", "starlette"} <= roots) == ships_fastapi
     assert ("fastapi" in roots) == ships_fastapi
+    assert ({"jwt", "cryptography"} <= roots) == verifies_tokens(FUNCTIONS[function])
     assert zip_path.stat().st_size < LAMBDA_ZIPPED_LIMIT
     with zipfile.ZipFile(zip_path) as archive:
         assert sum(i.file_size for i in archive.infolist()) < LAMBDA_UNZIPPED_LIMIT
@@ -125,7 +134,11 @@ def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 
 def invoke_from_zip(
-    task_root: Path, events: list[dict[str, Any]], database_url: str, work: Path
+    task_root: Path,
+    events: list[dict[str, Any]],
+    database_url: str,
+    work: Path,
+    supabase_url: str = "",
 ) -> list[dict[str, Any]]:
     """Invoke a function's handler with a Python of the runtime's version that sees only
     its zip (unpacked at `task_root`, named after the function)."""
@@ -151,6 +164,7 @@ def invoke_from_zip(
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(task_root),
             "DATABASE_URL": database_url,
+            "SUPABASE_URL": supabase_url,
             "POWERTOOLS_SERVICE_NAME": "smoke",
         },
         capture_output=True,
@@ -184,12 +198,23 @@ def test_smoke_python_is_the_runtime_version() -> None:
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_zip_answers_through_the_pooler_as_the_source_does(
-    unpacked: Path, database: LocalStack, tmp_path: Path, function: str
+    unpacked: Path, database: LocalStack, tokens: Tokens, tmp_path: Path, function: str
 ) -> None:
-    event = http_event(read_route(FUNCTIONS[function]))
-    from_source = handler_of(FUNCTIONS[function])(event, LambdaTestContext())
+    route = read_route(FUNCTIONS[function])
+    # A service_role token reads every function; a forged one and none show the zip verifies.
+    events = [
+        http_event(route, token=tokens.service_role()),
+        http_event(route, token=tokens.forged("alg none", role="service_role")),
+        http_event(route),
+    ]
+    from_source = [handler_of(FUNCTIONS[function])(e, LambdaTestContext()) for e in events]
 
-    [from_zip] = invoke_from_zip(unpacked / function, [event], database.pooler_url(), tmp_path)
+    from_zip = invoke_from_zip(
+        unpacked / function, events, database.pooler_url(), tmp_path, tokens.supabase_url
+    )
 
-    assert from_zip["statusCode"] == from_source["statusCode"] < 500
-    assert json.loads(from_zip["body"]).keys() == json.loads(from_source["body"]).keys()
+    assert [r["statusCode"] for r in from_zip] == [r["statusCode"] for r in from_source]
+    assert from_zip[0]["statusCode"] < 500
+    assert json.loads(from_zip[0]["body"]).keys() == json.loads(from_source[0]["body"]).keys()
+    if verifies_tokens(FUNCTIONS[function]):
+        assert from_zip[1]["statusCode"] == 401

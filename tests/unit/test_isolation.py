@@ -34,12 +34,16 @@ HOSTILE_VARIABLES = {
     "AWS_ACCESS_KEY_ID": "AKIAHOSTILEHOSTILE00",
     "AWS_SECRET_ACCESS_KEY": "hostile",
     "AWS_DEFAULT_REGION": "ap-south-1",
+    "SUPABASE_URL": "https://hostile.supabase.co",
+    "SUPABASE_JWT_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:jwt",
+    "AUTH_JWKS_TIMEOUT_S": "9",
 }
 # What the issue saw fail after `cp .env.example .env`, and the probe below.
 CHILD_TESTS = [
     "tests/unit/test_settings.py",
     "tests/unit/test_secrets.py",
     "tests/unit/test_db.py",
+    "tests/unit/test_auth.py",
     f"{Path(__file__).relative_to(PROJECT_ROOT)}::test_the_session_sees_no_user_settings",
 ]
 
@@ -56,6 +60,9 @@ def test_the_session_sees_no_user_settings() -> None:
     for name in ("db_mode", "db_connect_timeout", "db_statement_timeout_ms", "db_instances"):
         assert getattr(settings, name) == defaults[name].default, name
     assert settings.database_secret_arn is None
+    assert settings.supabase_jwt_secret_arn is None
+    # None, or the session's own JWKS once a test has asked for `tokens`.
+    assert (settings.supabase_url or "http://127.0.0.1").startswith("http://127.0.0.1")
     assert boto3.Session().get_credentials() is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -104,3 +105,23 @@ def test_a_functions_first_migration_starts_its_own_branch_and_later_ones_extend
 
     assert branch_arguments("not_a_branch") == "--head base --branch-label not_a_branch"
     assert branch_arguments(existing) == f"--head {existing}@head"
+
+
+def test_secret_jwt_stores_the_legacy_jwt_secret() -> None:
+    assert planned("secret", "STAGE=ci", "SECRET=jwt")[-1].endswith(
+        "python -m infra.stage secret --stage ci --jwt"
+    )
+
+
+def test_token_takes_user_and_role_from_the_command_line_only() -> None:
+    user = "7d3f1c2e-0000-4000-8000-000000000001"
+    env = {**os.environ, "USER": "root"}  # the shell's login name is not a user id
+
+    given = planned("token", f"USER={user}", "ROLE=service_role")[-1]
+    default = subprocess.run(
+        ["make", "--no-print-directory", "-n", "token"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()[-1]  # fmt: skip
+
+    assert given.endswith(f"python -m infra.local_auth token --user {user} --role service_role")
+    assert default.rstrip().endswith("python -m infra.local_auth token")

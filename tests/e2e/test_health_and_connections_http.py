@@ -1,4 +1,5 @@
-"""The readiness check and the connection monitor over HTTP through `serverless offline`."""
+"""The readiness check over HTTP through `serverless offline` (the connection monitor, which
+takes a service_role token, is in test_http.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,3 @@ def test_health(api: httpx.Client) -> None:
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok", "database": "reachable"}
-
-
-def test_connection_monitor_over_http(api: httpx.Client) -> None:
-    report = api.get("/connections").json()
-
-    assert report["max_connections"] > 0
-    assert report["in_use"] >= 1
-    assert {"with_data_api", "without_data_api"} == set(report["guidance"])

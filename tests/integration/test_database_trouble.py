@@ -29,6 +29,7 @@ from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.service import FUNCTIONS, handler_of, read_route
 from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
+from tests.fixtures.tokens import Tokens
 
 CONNECT_TIMEOUT_S = 2
 SLACK_S = 1.5
@@ -75,17 +76,25 @@ async def write(session: SessionDep) -> dict[str, str]:
 write_handler = lambda_boundary(Mangum(writes, lifespan="off"))
 
 
-def reading(name: str) -> Callable[[], dict[str, Any]]:
+def reading(name: str) -> Callable[[str], dict[str, Any]]:
     handler, route = handler_of(FUNCTIONS[name]), read_route(FUNCTIONS[name])
-    return lambda: handler(http_event(route), LambdaTestContext())
+    return lambda token: handler(http_event(route, token=token), LambdaTestContext())
 
 
-INVOCATIONS: dict[str, Callable[[], dict[str, Any]]] = {
+INVOCATIONS: dict[str, Callable[[str], dict[str, Any]]] = {
     **{f"{name} read": reading(name) for name in FUNCTIONS},
-    "session write": lambda: write_handler(
-        http_event("POST /writes", body={}), LambdaTestContext()
+    "session write": lambda token: write_handler(
+        http_event("POST /writes", body={}, token=token), LambdaTestContext()
     ),
 }
+
+
+@pytest.fixture
+def invoke(invocation: str, tokens: Tokens) -> Callable[[], dict[str, Any]]:
+    """The invocation with a service_role token, which every function accepts: the token is
+    verified before the database is reached, so trouble shows as the 503 under test."""
+    token = tokens.service_role()
+    return lambda: INVOCATIONS[invocation](token)
 
 
 def assert_unavailable(response: dict[str, Any], elapsed_s: float, output: str) -> None:
@@ -107,23 +116,27 @@ def timed(invoke: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
 
 @pytest.mark.parametrize("invocation", INVOCATIONS)
 def test_unreachable_pooler_is_503(
-    point_database_at: Callable[[str], None], capfd: pytest.CaptureFixture[str], invocation: str
+    point_database_at: Callable[[str], None],
+    capfd: pytest.CaptureFixture[str],
+    invoke: Callable[[], dict[str, Any]],
 ) -> None:
     point_database_at(url_with_port(free_port()))
 
-    response, elapsed = timed(INVOCATIONS[invocation])
+    response, elapsed = timed(invoke)
 
     assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
 
 
 @pytest.mark.parametrize("invocation", INVOCATIONS)
 def test_unresponsive_pooler_is_503_within_the_connect_timeout(
-    point_database_at: Callable[[str], None], capfd: pytest.CaptureFixture[str], invocation: str
+    point_database_at: Callable[[str], None],
+    capfd: pytest.CaptureFixture[str],
+    invoke: Callable[[], dict[str, Any]],
 ) -> None:
     with silent_server() as port:
         point_database_at(url_with_port(port))
 
-        response, elapsed = timed(INVOCATIONS[invocation])
+        response, elapsed = timed(invoke)
 
     assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
     assert elapsed >= CONNECT_TIMEOUT_S - 0.5  # it did wait for the timeout, not fail early
@@ -136,13 +149,15 @@ def pooler_full(stack: LocalStack) -> AbstractContextManager[None]:
 
 @pytest.mark.parametrize("invocation", INVOCATIONS)
 def test_full_pooler_is_503(
-    stack: LocalStack, capfd: pytest.CaptureFixture[str], invocation: str
+    stack: LocalStack,
+    capfd: pytest.CaptureFixture[str],
+    invoke: Callable[[], dict[str, Any]],
 ) -> None:
     assert get_settings().database_url is not None
 
     with pooler_full(stack):
-        response, elapsed = timed(INVOCATIONS[invocation])
+        response, elapsed = timed(invoke)
 
     assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
-    recovered = INVOCATIONS[invocation]()
+    recovered = invoke()
     assert recovered["statusCode"] < 500

@@ -2,8 +2,10 @@
 
 Each x86_64 zip is unpacked into a read-only folder and its handler invoked by a Python of the
 runtime's version that sees only the zip (no virtualenv, no site-packages), with an API
-Gateway v2.0 event, against the local pooler. The arm64 zips cannot run here, so their wheel
-tags and machine code are checked instead.
+Gateway v2.0 event, against the local pooler, with psycopg held to its binary build (Lambda
+has no other libpq). The arm64 zips cannot run here, so their wheel tags and machine code are
+checked instead. Each function also runs every kind of request with an import trace, which
+fails the suite if it tried to import a module `infra/slim.py` left out of its zip.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import platform
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -20,13 +23,21 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
 from infra.package import read_service
+from infra.slim import left_out_modules
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import EVENTS_DIR
+from tests.fixtures.lambda_events import (
+    EVENTS_DIR,
+    function_url_event,
+    http_event,
+    rest_event,
+    stored_event,
+)
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -137,10 +148,18 @@ def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return root
 
 
-def invoke_from_zip(task_root: Path, events: list[Path], database_url: str) -> list[dict[str, Any]]:
+def invoke_from_zip(
+    task_root: Path,
+    events: list[Path],
+    database_url: str,
+    *,
+    module: str | None = None,
+    trace: Path | None = None,
+) -> list[dict[str, Any]]:
     """Invoke a function's handler with a Python of the runtime's version that sees only
-    its zip (unpacked at `task_root`, named after the function)."""
-    module = f"functions.{task_root.name}.handler"
+    its zip (unpacked at `task_root`, named after the function); `trace`: where the invoker
+    writes the modules imported and the imports nothing satisfied."""
+    module = module or f"functions.{task_root.name}.handler"
     base_python = getattr(sys, "_base_executable", sys.executable)
     done = subprocess.run(
         # -S: no site-packages; -B: write no bytecode, as on Lambda's read-only task root
@@ -152,7 +171,10 @@ def invoke_from_zip(task_root: Path, events: list[Path], database_url: str) -> l
             "PYTHONPATH": str(task_root),
             "DATABASE_URL": database_url,
             "POWERTOOLS_SERVICE_NAME": "smoke",
-        },
+            # No falling back to a libpq this machine happens to have: Lambda has none.
+            "PSYCOPG_IMPL": "binary",
+        }
+        | ({"ZIP_INVOKER_TRACE": str(trace)} if trace else {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -222,3 +244,101 @@ def test_items_zip_creates_and_reads_through_the_pooler(
     assert created["statusCode"] == 201
     assert json.loads(created["body"])["sku"] == sku
     assert listed["statusCode"] == 200
+
+
+TRIED_AND_HANDLED = {"pydantic.v1"}
+"""Left-out modules a function tries to import, each with why a failed import changes nothing:
+FastAPI imports pydantic.v1 only to reject v1 models, and reads ImportError as "not one"."""
+
+
+def left_out_tried(trace: Path) -> set[str]:
+    """The modules left out of the zips that the traced run tried to import."""
+    left_out = left_out_modules()
+    unfound: list[str] = json.loads(trace.read_text())["unfound"]
+    return {
+        name
+        for name in unfound
+        if name in left_out or name.startswith(tuple(f"{module}." for module in left_out))
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def write_events(folder: Path, events: dict[str, dict[str, Any]]) -> list[Path]:
+    folder.mkdir()
+    for name, event in events.items():
+        (folder / f"{name}.json").write_text(json.dumps(event))
+    return [folder / f"{name}.json" for name in events]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_no_function_imports_what_its_zip_leaves_out(
+    unpacked: Path, database: LocalStack, tmp_path: Path, function: str
+) -> None:
+    """Every kind of request, bad input, and a database that is down: the code paths a
+    function can take, in one traced process each, every function handed every event."""
+    with psycopg.connect(database.pooler_url(), autocommit=True) as conn:
+        [(item_id,)] = conn.execute(
+            "INSERT INTO items (sku, name) VALUES (%s, 'traced') RETURNING id",
+            [f"TRACE-{os.urandom(4).hex()}"],
+        ).fetchall()
+    item = f"/items/{item_id}"
+    served = write_events(
+        tmp_path / "served",
+        {
+            "create": http_event(
+                "post_items", body={"sku": f"TRACE-{os.urandom(4).hex()}", "name": "Traced"}
+            ),
+            "invalid": http_event("post_items", body={"sku": ""}),
+            "list": http_event("get_items", query="limit=2"),
+            "read": http_event("get_item", path=item),
+            "read_rest": rest_event("GET", item),
+            "read_url": function_url_event("GET", item),
+            "update": http_event("patch_item", path=item, body={"quantity": 2}),
+            "delete": http_event("delete_item", path=item),
+            "missing": http_event("get_item", path=item),
+            **{name: stored_event(name) for name in ("get_health", "get_connections", "sqs")},
+        },
+    )
+    down = write_events(
+        tmp_path / "down",
+        {name: stored_event(name) for name in ("get_health", "get_connections", "get_item")},
+    )
+    closed = database.pooler_url().replace(f":{database.config.pooler_port}/", f":{free_port()}/")
+
+    answered = invoke_from_zip(
+        unpacked / function, served, database.pooler_url(), trace=tmp_path / "served.json"
+    )
+    unavailable = invoke_from_zip(unpacked / function, down, closed, trace=tmp_path / "down.json")
+
+    assert all(response["statusCode"] < 500 for response in answered)
+    assert 503 in [response["statusCode"] for response in unavailable]
+    modules = json.loads((tmp_path / "served.json").read_text())["modules"]
+    assert modules[f"functions.{function}.handler"].startswith(str(unpacked / function))
+    assert modules["psycopg_binary.pq"].startswith(str(unpacked / function))
+    tried = left_out_tried(tmp_path / "served.json") | left_out_tried(tmp_path / "down.json")
+    assert tried <= TRIED_AND_HANDLED
+
+
+def test_the_import_trace_sees_a_caught_import_of_a_left_out_module(tmp_path: Path) -> None:
+    """The control: code that catches the ImportError of a left-out module is still caught."""
+    utilities = tmp_path / "aws_lambda_powertools" / "utilities"
+    utilities.mkdir(parents=True)
+    (utilities.parent / "__init__.py").write_text("")
+    (utilities / "__init__.py").write_text("")
+    (tmp_path / "probe.py").write_text(
+        "try:\n"
+        "    import aws_lambda_powertools.utilities.parameters\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "handler = None\n"
+    )
+
+    invoke_from_zip(tmp_path, [], "", module="probe", trace=tmp_path / "trace.json")
+
+    assert left_out_tried(tmp_path / "trace.json") == {"aws_lambda_powertools.utilities.parameters"}

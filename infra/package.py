@@ -241,12 +241,18 @@ def _inputs(service: Service, architecture: str) -> dict[str, Any]:
 
 
 def build(
-    dist: Path | None = None, *, service: Service | None = None, architecture: str | None = None
+    dist: Path | None = None,
+    *,
+    service: Service | None = None,
+    architecture: str | None = None,
+    dependency_sources: bool = False,
 ) -> dict[str, Path]:
     """Build every function's zip into `dist` and write the manifest; return the zips.
 
     `architecture` defaults to serverless.yml's; only tests ask for another one (to run the
-    zips on this machine), and `verify` refuses such a build.
+    zips on this machine), and `verify` refuses such a build. `dependency_sources` keeps the
+    dependencies' `.py` beside their bytecode: the benchmark's reference for a cold start
+    without bytecode.
     """
     service = service or read_service()
     architecture = architecture or service.architecture
@@ -269,7 +275,7 @@ def build(
                 function.groups, architecture, service.python_version, site, service.root
             )
             slim(site)
-            compile_bytecode(site, service.python_version, sourceless=True)
+            compile_bytecode(site, service.python_version, sourceless=not dependency_sources)
             installed[function.groups] = site
         staging = work / function.name
         shutil.copytree(installed[function.groups], staging)

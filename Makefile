@@ -15,8 +15,8 @@ SERVERLESS := node_modules/.bin/serverless
 STAGE ?=
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
-.PHONY: help install dev test test-unit lint fmt migrate migration stack-up stack-down package \
-	deploy secret remove clean bench llvm-strip
+.PHONY: help install dev token test test-unit lint fmt function migrate migration stack-up stack-down \
+	package deploy secret remove clean bench llvm-strip
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ install: .venv/.synced node_modules/.package-lock.json ## Install Python and npm
 
 dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :3000
 	$(RUN) python -m infra.dev
+
+# USER only from the command line: the shell's own USER is a login name, not a user id.
+# Only the Python environment as a prerequisite, so `$(make -s token)` captures just the token.
+token: .venv/.synced ## Print a local access token: make token [USER=<uuid>] [ROLE=service_role]
+	@$(RUN) python -m infra.local_auth token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
 
 test: install lint llvm-strip ## Lint, then unit, integration, package and end-to-end tests (what CI runs)
 	$(RUN) pytest
@@ -41,6 +46,10 @@ fmt: install ## Format and fix what ruff can
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
+function: install ## Scaffold a function, its test and its serverless.yml entry: NAME=orders [KIND=plain]
+	$(if $(NAME),,$(error name the function, for example: make function NAME=orders))
+	$(RUN) python -m infra.scaffold $(NAME)$(if $(KIND), --kind $(KIND))
+
 migrate: install ## Apply migrations: DIRECT_DATABASE_URL (env or .env), else the local stack; or STAGE's secret
 ifdef STAGE
 	$(RUN) python -m infra.stage migrate --stage $(STAGE)
@@ -48,9 +57,15 @@ else
 	$(RUN) python -m infra.migrate
 endif
 
-migration: install ## New migration from the models, against the migrated database: MSG="add orders"
+migration: install ## New migration from the models, against the migrated database: MSG="add orders" [FUNCTION=orders]
 	$(if $(MSG),,$(error describe the change, for example: make migration MSG="add orders"))
-	$(RUN) alembic revision --autogenerate -m "$(MSG)"
+	$(RUN) alembic revision --autogenerate -m "$(MSG)"$(if $(FUNCTION), $(call branch_of,$(FUNCTION)))
+
+# FUNCTION=name puts the migration on that function's own Alembic branch, named after it (the
+# sample's is `items`): the first one starts the branch from base, later ones extend its head,
+# so removing a function and its migrations strands no other function's.
+branch_of = $$($(RUN) alembic heads | grep -q '($(1))' \
+	&& echo '--head $(1)@head' || echo '--head base --branch-label $(1)')
 
 stack-up: install ## Start only the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack start
@@ -71,9 +86,9 @@ deploy: install llvm-strip ## Build the zips and deploy: make deploy STAGE=dev
 	$(RUN) python -m infra.package verify
 	$(SERVERLESS) deploy --stage $(STAGE)
 
-secret: install ## Store the pooler URL (or SECRET=direct: the migrations' URL) for STAGE
+secret: install ## Store the pooler URL for STAGE (SECRET=direct: the migrations' URL; SECRET=jwt: the legacy JWT secret)
 	$(require_stage)
-	$(RUN) python -m infra.stage secret --stage $(STAGE) $(if $(filter direct,$(SECRET)),--direct)
+	$(RUN) python -m infra.stage secret --stage $(STAGE) $(if $(filter direct,$(SECRET)),--direct)$(if $(filter jwt,$(SECRET)),--jwt)
 
 remove: install ## Delete the stage's stack, secrets included: make remove STAGE=dev
 	$(require_stage)

@@ -1,7 +1,9 @@
 """`make dev`: start the local stack, migrate it, serve every function on localhost:3000.
 
-Ctrl-C (or SIGTERM) stops serverless offline, then Postgres and PgBouncer: nothing it started
-is left running.
+The functions verify access tokens against a local JWKS served where Supabase's local stack
+serves it (http://127.0.0.1:54321/auth/v1/.well-known/jwks.json, AUTH_PORT moves it); `make
+token` signs tokens with the same key (`infra.local_auth`). Ctrl-C (or SIGTERM) stops
+serverless offline, the JWKS, then Postgres and PgBouncer: nothing it started is left running.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from types import FrameType
 from alembic.util import CommandError
 
 from infra import local_stack
+from infra.local_auth import DEFAULT_AUTH_PORT, JwksServer, SigningKey
 from infra.migrate import upgrade
 from infra.offline import start_offline, stop_offline
 
@@ -37,10 +40,17 @@ def main() -> int:
     config = local_stack.config_from_env()
     # A stack another `make dev` (or `make stack-up`) started is theirs to stop.
     started_here = not local_stack.is_running(config)
+    auth_port = int(os.environ.get("AUTH_PORT", DEFAULT_AUTH_PORT))
+    key = SigningKey.load_or_create()
+    try:
+        jwks = JwksServer(lambda: {"keys": [key.public_jwk()]}, port=auth_port)
+    except OSError as error:
+        logger.error("cannot serve the local JWKS on port %d (AUTH_PORT): %s", auth_port, error)
+        return 1
     try:
         stack = local_stack.start(config)
         upgrade(stack.direct_url())
-        process = start_offline(stack.pooler_url(), http_port, lambda_port)
+        process = start_offline(stack.pooler_url(), jwks.supabase_url, http_port, lambda_port)
         logger.info("serving on http://localhost:%d (Ctrl-C stops everything)", http_port)
         try:
             return process.wait()
@@ -52,9 +62,10 @@ def main() -> int:
         logger.error("%s", error)  # one line: a stack that cannot start, a failed migration
         return 1
     finally:
+        jwks.close()
         if started_here:
             local_stack.stop(config)
-            logger.info("stopped serverless offline, PgBouncer and Postgres")
+            logger.info("stopped serverless offline, the JWKS, PgBouncer and Postgres")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Run `serverless offline` (osls + serverless-offline) for `make dev` and the e2e tests.
 
 The functions run in the project's virtualenv (serverless-offline picks `python3` from
-VIRTUAL_ENV) and read DATABASE_URL from the environment it inherits, so the URL never has to
-be written into serverless.yml.
+VIRTUAL_ENV) and read DATABASE_URL and SUPABASE_URL (where they fetch the JWKS that verifies
+access tokens) from the environment it inherits, so neither has to be written into
+serverless.yml.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from typing import IO
 
 from infra import PROJECT_ROOT
 
@@ -22,11 +24,14 @@ VENV = PROJECT_ROOT / ".venv"
 STOP_TIMEOUT_S = 10.0
 
 
-def offline_environment(database_url: str, http_port: int, lambda_port: int) -> dict[str, str]:
-    """The environment the functions see: ours, plus the database URL and the venv."""
+def offline_environment(
+    database_url: str, supabase_url: str, http_port: int, lambda_port: int
+) -> dict[str, str]:
+    """The environment the functions see: ours, plus the database and Supabase URLs and the venv."""
     return {
         **os.environ,
         "DATABASE_URL": database_url,
+        "SUPABASE_URL": supabase_url,
         "HTTP_PORT": str(http_port),
         "LAMBDA_PORT": str(lambda_port),
         "OFFLINE_FROM_SOURCE": "",  # run the source, not the zips (see serverless.yml)
@@ -35,15 +40,26 @@ def offline_environment(database_url: str, http_port: int, lambda_port: int) -> 
     }
 
 
-def start_offline(database_url: str, http_port: int, lambda_port: int) -> subprocess.Popen[bytes]:
-    """Start serverless offline in its own process group, so it can be stopped as a whole."""
+def start_offline(
+    database_url: str,
+    supabase_url: str,
+    http_port: int,
+    lambda_port: int,
+    output: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start serverless offline in its own process group, so it can be stopped as a whole.
+
+    Its log (a line per request naming the function invoked) goes to `output` when given.
+    """
     if not SERVERLESS.exists():
         raise FileNotFoundError(f"{SERVERLESS} is missing: run `npm ci` (or `make install`)")
     return subprocess.Popen(
         [str(SERVERLESS), "offline", "start", "--stage", "dev"],
         cwd=PROJECT_ROOT,
-        env=offline_environment(database_url, http_port, lambda_port),
+        env=offline_environment(database_url, supabase_url, http_port, lambda_port),
         start_new_session=True,
+        stdout=output,
+        stderr=None if output is None else subprocess.STDOUT,
     )
 
 

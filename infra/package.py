@@ -66,12 +66,57 @@ class PackageError(Exception):
 
 
 @dataclass(frozen=True)
+class Route:
+    """One `httpApi` route of serverless.yml: `GET /items/{item_id}`."""
+
+    method: str
+    path: str
+
+    @classmethod
+    def parse(cls, key: str) -> Route:
+        """The route `METHOD /path` names."""
+        method, _, path = key.partition(" ")
+        return cls(method.upper(), path)
+
+    @property
+    def key(self) -> str:
+        """The route as serverless.yml and API Gateway's `routeKey` spell it."""
+        return f"{self.method} {self.path}"
+
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The path parameters' names, `{name}` or greedy `{name+}`, in order."""
+        return tuple(re.findall(r"\{(\w+)\+?\}", self.path))
+
+
+@dataclass(frozen=True)
 class Function:
-    """One function of serverless.yml: its name, code directory and dependency groups."""
+    """One function of serverless.yml: name, handler, dependency groups and routes."""
 
     name: str
-    code_dir: Path
+    handler: str  # "functions/health/handler.handler": the file's path, then the attribute
     groups: tuple[str, ...]
+    routes: tuple[Route, ...] = ()
+
+    @property
+    def code_dir(self) -> Path:
+        """The function's package, which its zip ships beside `shared/`."""
+        return Path(self.handler).parent
+
+    @property
+    def handler_file(self) -> Path:
+        """The handler's module file: `functions/health/handler.py`."""
+        return Path(self.handler.rpartition(".")[0] + ".py")
+
+    @property
+    def handler_module(self) -> str:
+        """The handler's module, importable: `functions.health.handler`."""
+        return ".".join(self.handler_file.with_suffix("").parts)
+
+    @property
+    def handler_name(self) -> str:
+        """The handler's attribute in its module."""
+        return self.handler.rpartition(".")[2]
 
 
 @dataclass(frozen=True)
@@ -84,9 +129,29 @@ class Service:
     functions: tuple[Function, ...]
     root: Path = PROJECT_ROOT
 
+    @property
+    def routes(self) -> dict[Route, Function]:
+        """Every route, and the function that serves it."""
+        return {route: function for function in self.functions for route in function.routes}
+
+
+def _routes(events: list[dict[str, Any]]) -> tuple[Route, ...]:
+    """The `httpApi` events, written `METHOD /path` or as `{method, path}`."""
+    routes = []
+    for event in events:
+        spec = event.get("httpApi")
+        if isinstance(spec, str):
+            routes.append(Route.parse(spec))
+        elif isinstance(spec, dict):
+            routes.append(Route(str(spec.get("method", "*")).upper(), str(spec.get("path", "*"))))
+    return tuple(routes)
+
 
 def read_service(config_file: Path = PROJECT_ROOT / "serverless.yml") -> Service:
-    """The runtime's Python version, the architecture and the functions, from serverless.yml."""
+    """The service as serverless.yml declares it: runtime, architecture, functions, routes.
+
+    The one reader of serverless.yml: the build, `verify` and the tests all see it through this.
+    """
     config: dict[str, Any] = yaml.safe_load(config_file.read_text())
     runtime: str = config["provider"]["runtime"]
     architecture = config["provider"].get("architecture", "x86_64")  # Lambda's default
@@ -99,8 +164,9 @@ def read_service(config_file: Path = PROJECT_ROOT / "serverless.yml") -> Service
     functions = tuple(
         Function(
             name=name,
-            code_dir=Path(spec["handler"]).parent,
+            handler=spec["handler"],
             groups=tuple(groups.get(name, [])),
+            routes=_routes(spec.get("events") or []),
         )
         for name, spec in config["functions"].items()
     )

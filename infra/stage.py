@@ -1,13 +1,15 @@
-"""Deployed stages: store a database URL in the stage's secret, run migrations over the
-session-mode or direct URL.
+"""Deployed stages: store a database URL (or the legacy JWT secret) in the stage's secret,
+run migrations over the session-mode or direct URL.
 
     python -m infra.stage secret --stage dev            # transaction-pooler URL, from stdin
     python -m infra.stage secret --stage dev --direct   # session-mode/direct URL, for migrations
+    python -m infra.stage secret --stage dev --jwt      # Supabase's legacy JWT secret (HS256)
     python -m infra.stage migrate --stage dev           # DIRECT_DATABASE_URL, else that secret
 
-The secrets themselves are created by the stack (infra/cloudformation/database-secrets.yml),
-so `serverless deploy` must have run once. URLs are read from stdin (a prompt that does not
-echo on a terminal), never from arguments that would land in shell history.
+The secrets themselves are created by the stack (infra/cloudformation/database-secrets.yml,
+auth-secrets.yml), so `serverless deploy` must have run once. Values are read from stdin (a
+prompt that does not echo on a terminal), never from arguments that would land in shell
+history.
 
 Which URL may serve which purpose is decided by `shared.database_url.url_for`, as for every
 other path. `migrate` reads DIRECT_DATABASE_URL from the environment only, never from `.env`:
@@ -39,9 +41,13 @@ class StageError(Exception):
     """A stage command cannot go on; the message says what to do."""
 
 
-def secret_name(stage: str, *, direct: bool) -> str:
+MIN_JWT_SECRET_LENGTH = 32
+"""Supabase refuses shorter JWT secrets."""
+
+
+def secret_name(stage: str, *, direct: bool = False, jwt: bool = False) -> str:
     """The name the stack gives a stage's secret."""
-    kind = "direct-database-url" if direct else "database-url"
+    kind = "supabase-jwt-secret" if jwt else "direct-database-url" if direct else "database-url"
     return f"{read_service().name}/{stage}/{kind}"
 
 
@@ -57,18 +63,31 @@ def check_url(url: str, *, direct: bool) -> None:
         raise StageError(str(error)) from None
 
 
-def put_secret(stage: str, url: str, *, direct: bool) -> str:
-    """Store the URL as the secret's current value; return the secret's name."""
-    check_url(url, direct=direct)
-    name = secret_name(stage, direct=direct)
+def _store(stage: str, name: str, value: str) -> str:
     client = _client()
     try:
-        client.put_secret_value(SecretId=name, SecretString=url)
+        client.put_secret_value(SecretId=name, SecretString=value)
     except client.exceptions.ResourceNotFoundException:
         raise StageError(
             f"Secret {name} does not exist: run `make deploy STAGE={stage}` first"
         ) from None
     return name
+
+
+def put_secret(stage: str, url: str, *, direct: bool) -> str:
+    """Store the URL as the secret's current value; return the secret's name."""
+    check_url(url, direct=direct)
+    return _store(stage, secret_name(stage, direct=direct), url)
+
+
+def put_jwt_secret(stage: str, jwt_secret: str) -> str:
+    """Store Supabase's legacy JWT secret (Settings > JWT Keys) for the functions to verify
+    HS256 tokens with; return the secret's name."""
+    if len(jwt_secret) < MIN_JWT_SECRET_LENGTH or jwt_secret.startswith("{"):
+        raise StageError(
+            f"That is not a JWT secret: Supabase's has at least {MIN_JWT_SECRET_LENGTH} characters"
+        )
+    return _store(stage, secret_name(stage, jwt=True), jwt_secret)
 
 
 def migration_url(stage: str) -> str:
@@ -101,7 +120,7 @@ def migrate(stage: str) -> None:
     upgrade(url)
 
 
-def _read_url(prompt: str) -> str:
+def _read_hidden(prompt: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(prompt).strip()
     return sys.stdin.readline().strip()
@@ -112,12 +131,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stage", description=__doc__)
     parser.add_argument("command", choices=["secret", "migrate"])
     parser.add_argument("--stage", required=True)
-    parser.add_argument("--direct", action="store_true", help="the migrations' URL")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--direct", action="store_true", help="the migrations' URL")
+    which.add_argument("--jwt", action="store_true", help="Supabase's legacy JWT secret")
     args = parser.parse_args(argv)
     try:
-        if args.command == "secret":
+        if args.command == "secret" and args.jwt:
+            name = put_jwt_secret(args.stage, _read_hidden("Supabase legacy JWT secret: "))
+            sys.stdout.write(f"stored in {name}\n")
+        elif args.command == "secret":
             kind = "session-mode or direct" if args.direct else "transaction-pooler (port 6543)"
-            name = put_secret(args.stage, _read_url(f"{kind} URL: "), direct=args.direct)
+            name = put_secret(args.stage, _read_hidden(f"{kind} URL: "), direct=args.direct)
             sys.stdout.write(f"stored in {name}\n")
         else:
             migrate(args.stage)

@@ -1,4 +1,4 @@
-"""FastAPI glue shared by every FastAPI function: session dependencies and JSON errors.
+"""FastAPI glue shared by every FastAPI function: identity and session dependencies, JSON errors.
 
 Kept apart from `shared.errors` so that plain handlers never import FastAPI. `ErrorBody` and
 `error_responses` put the errors a route can answer into the app's OpenAPI document, so the
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import MISSING, BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
@@ -19,12 +20,15 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.async_sessions import get_async_read_session, get_async_session
+from shared.auth import Identity, identity_from_authorization, service_role_only
 from shared.errors import ErrorResponse, error_response, http_error, invalid_request
 
 __all__ = [
     "ErrorBody",
     "ErrorDetail",
+    "IdentityDep",
     "ReadSessionDep",
+    "ServiceRoleDep",
     "SessionDep",
     "error_responses",
     "install_error_handlers",
@@ -34,6 +38,31 @@ __all__ = [
 # sees, never a success response for data that was not stored.
 SessionDep = Annotated[AsyncSession, Depends(get_async_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_async_read_session, scope="function")]
+
+# Declares the scheme in the OpenAPI document; the header itself is read as it was sent, so
+# that a missing token and a non-Bearer one get the same answer as in plain handlers.
+_bearer = HTTPBearer(auto_error=False, description="A Supabase Auth access token")
+
+
+async def get_identity(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Identity:
+    """The verified caller: a 401 without a valid Supabase access token.
+
+    `async`: verification is CPU only, except for a JWKS fetch every few minutes per instance
+    (bounded by the request's deadline), so it runs on the loop without a threadpool hop.
+    """
+    return identity_from_authorization(request.headers.get("authorization"))
+
+
+async def get_service_role(identity: Annotated[Identity, Depends(get_identity)]) -> Identity:
+    """The verified caller, who must hold a service_role token: 401 without one, 403 for others."""
+    return service_role_only(identity)
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
+ServiceRoleDep = Annotated[Identity, Depends(get_service_role)]
 
 
 class ErrorDetail(BaseModel):
@@ -54,6 +83,8 @@ class ErrorBody(BaseModel):
 
 _ERROR_DESCRIPTIONS = {
     400: "The body is not JSON",
+    401: "No valid access token: missing, malformed, expired, wrongly signed or for another API",
+    403: "The access token may not do this",
     404: "No such resource",
     409: "Conflicts with stored data",
     422: "Invalid request",
@@ -75,6 +106,13 @@ def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
                 "Retry-After": {
                     "description": "Seconds to wait before retrying",
                     "schema": {"type": "integer", "minimum": 1},
+                }
+            }
+        if status_code == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {
+                    "description": 'The challenge: `Bearer`, or `Bearer error="invalid_token"`',
+                    "schema": {"type": "string"},
                 }
             }
         responses[status_code] = response

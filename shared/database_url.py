@@ -48,7 +48,7 @@ FUNCTIONS_NEED_THE_POOLER = (
     "The functions need the transaction-pooler URL (Supabase: port 6543); session-mode and "
     "direct URLs are for migrations (SECRET=direct)"
 )
-NO_URL = {
+NO_URL: dict[str, str] = {
     "functions": "No database URL: set DATABASE_URL (deployed: DATABASE_SECRET_ARN)",
     "migrations": "No database URL for migrations: set DIRECT_DATABASE_URL",
 }
@@ -87,7 +87,11 @@ def detect_mode(url: URL) -> ConnectionMode:
     host = (url.host or "").lower()
     port = url.port or 5432
     if host.endswith(".pooler.supabase.com"):
-        return ConnectionMode.TRANSACTION if port == 6543 else ConnectionMode.SESSION
+        return (
+            ConnectionMode.TRANSACTION
+            if port == SUPAVISOR_TRANSACTION_PORT
+            else ConnectionMode.SESSION
+        )
     if host.startswith("db.") and host.endswith(".supabase.co"):
         return ConnectionMode.DIRECT
     # Transaction mode is safe against every server, so it is the default guess.

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from shared.database_url import detect_mode, to_sqlalchemy_url
+from shared.database_url import NO_URL, Purpose, detect_mode, to_sqlalchemy_url
 from shared.deadline import DeadlineExceededError, remaining_seconds, watch
 from shared.driver import AsyncPoolerConnection, PoolerConnection
 from shared.errors import DatabaseConfigError
@@ -65,14 +65,11 @@ if TYPE_CHECKING:  # the asyncio extension needs greenlet, which only FastAPI fu
 
 __all__ = [
     "autocommit_connection",
-    "build_async_engine",
     "build_engine",
-    "detect_mode",
     "forget_engines",
     "get_async_engine",
     "get_engine",
     "pool_size_per_instance",
-    "to_sqlalchemy_url",
     "transaction",
 ]
 
@@ -155,7 +152,13 @@ def _engine_options(url: URL, settings: Settings, mode: ConnectionMode) -> dict[
     return options
 
 
-def _install(engine: Engine, settings: Settings, secret: DatabaseSecret | None) -> None:
+def _install(
+    engine: Engine,
+    url: URL,
+    mode: ConnectionMode,
+    settings: Settings,
+    secret: DatabaseSecret | None,
+) -> None:
     """Connect through the driver classes; watch checked-out connections against the deadline."""
     timeout_ms = settings.db_statement_timeout_ms
     if secret is None:
@@ -166,6 +169,10 @@ def _install(engine: Engine, settings: Settings, secret: DatabaseSecret | None) 
     event.listen(engine, "checkout", _watch_until_deadline)
     event.listen(engine, "checkin", _stop_watching)
     event.listen(engine, "close", _stop_watching)
+    logger.info(
+        "database engine built",
+        extra={"mode": mode.value, "host": url.host, "port": url.port, "database": url.database},
+    )
 
 
 def _resolve(url: URL | str, mode: ConnectionMode) -> tuple[URL, ConnectionMode]:
@@ -186,33 +193,8 @@ def build_engine(
     """
     url, mode = _resolve(url, mode)
     engine = create_engine(url, **_engine_options(url, settings, mode))
-    _install(engine, settings, secret)
-    _log_built(url, mode)
+    _install(engine, url, mode, settings, secret)
     return engine
-
-
-def build_async_engine(
-    url: URL | str,
-    settings: Settings,
-    mode: ConnectionMode = ConnectionMode.AUTO,
-    *,
-    secret: DatabaseSecret | None = None,
-) -> AsyncEngine:
-    """The asyncio engine over the same connection rules, for `async def` routes."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    url, mode = _resolve(url, mode)
-    engine = create_async_engine(url, **_engine_options(url, settings, mode))
-    _install(engine.sync_engine, settings, secret)
-    _log_built(url, mode)
-    return engine
-
-
-def _log_built(url: URL, mode: ConnectionMode) -> None:
-    logger.info(
-        "database engine built",
-        extra={"mode": mode.value, "host": url.host, "port": url.port, "database": url.database},
-    )
 
 
 def _connect_refreshing_secret(
@@ -250,7 +232,7 @@ def _configured_url() -> tuple[str, DatabaseSecret | None]:
     if settings.database_secret_arn is not None:
         secret = DatabaseSecret(settings.database_secret_arn)
         return secret.url(), secret
-    raise DatabaseConfigError("Set DATABASE_URL (or DATABASE_SECRET_ARN when deployed)")
+    raise DatabaseConfigError(NO_URL[Purpose.FUNCTIONS])
 
 
 def _url_params(url: str) -> dict[str, Any]:
@@ -270,10 +252,16 @@ def get_engine() -> Engine:
 
 @lru_cache(maxsize=1)
 def get_async_engine() -> AsyncEngine:
-    """The process's one asyncio engine, for FastAPI functions; built on first use."""
-    url, secret = _configured_url()
+    """The process's one asyncio engine, over the same connection rules, for `async def`
+    routes; built on first use."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    configured, secret = _configured_url()
     settings = get_settings()
-    return build_async_engine(url, settings, settings.db_mode, secret=secret)
+    url, mode = _resolve(configured, settings.db_mode)
+    engine = create_async_engine(url, **_engine_options(url, settings, mode))
+    _install(engine.sync_engine, url, mode, settings, secret)
+    return engine
 
 
 def forget_engines() -> None:

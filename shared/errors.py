@@ -1,12 +1,18 @@
 """Errors, and the one mapping from errors to HTTP status and JSON body.
 
     AppError                          500
+    ├── NotAuthenticatedError         401 + WWW-Authenticate: Bearer (no token, or not Bearer)
+    │   └── InvalidTokenError             ... error="invalid_token" (bad signature, expired, ...)
+    ├── ForbiddenError                403 (a valid token that may not do this)
     ├── NotFoundError                 404 (functions subclass it: ItemNotFoundError)
     ├── ConflictError                 409
-    ├── DatabaseConfigError           500, logged with the setting that is wrong
+    ├── ConfigurationError            500, logged with the setting that is wrong
+    │   ├── DatabaseConfigError
+    │   └── AuthConfigError
     └── ServiceUnavailableError       503 + Retry-After
         ├── DatabaseSecretNotSetError
         ├── DatabaseUnavailableError      Secrets Manager throttling or not answering
+        ├── SigningKeysUnavailableError   the JWKS or the JWT secret cannot be read now
         └── DeadlineExceededError         (shared.deadline) no time left to connect
 
 Database errors map by SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html):
@@ -60,14 +66,20 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 __all__ = [
     "RETRY_AFTER_SECONDS",
     "AppError",
+    "AuthConfigError",
     "CommitOutcomeUnknownError",
+    "ConfigurationError",
     "ConflictError",
     "DatabaseConfigError",
     "DatabaseSecretNotSetError",
     "DatabaseUnavailableError",
     "ErrorResponse",
+    "ForbiddenError",
+    "InvalidTokenError",
+    "NotAuthenticatedError",
     "NotFoundError",
     "ServiceUnavailableError",
+    "SigningKeysUnavailableError",
     "error_response",
     "http_error",
     "invalid_request",
@@ -91,6 +103,40 @@ class AppError(Exception):
     status_code = 500
     code = "internal_error"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the response to this error carries (Retry-After is added for every 503)."""
+        return {}
+
+
+class NotAuthenticatedError(AppError):
+    """No access token (or not a Bearer one): RFC 6750 asks for a bare `Bearer` challenge."""
+
+    status_code = 401
+    code = "not_authenticated"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class InvalidTokenError(NotAuthenticatedError):
+    """An access token that fails verification; the message says which check, never the token."""
+
+    code = "invalid_token"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # The message is ours (no quotes, no token), so it may go into the challenge as is.
+        return {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{self}"'}
+
+
+class ForbiddenError(AppError):
+    """A verified caller who may not do this."""
+
+    status_code = 403
+    code = "forbidden"
+
 
 class NotFoundError(AppError):
     """The requested resource does not exist."""
@@ -106,8 +152,8 @@ class ConflictError(AppError):
     code = "conflict"
 
 
-class DatabaseConfigError(AppError):
-    """The database URL or secret is missing or malformed: a mistake to fix, not an outage.
+class ConfigurationError(AppError):
+    """A setting or secret is missing or malformed: a mistake to fix, not an outage.
 
     The client gets a generic 500; the log names `setting` (e.g. "DATABASE_URL") and the
     message, which must say what is wrong without ever quoting the value.
@@ -116,6 +162,14 @@ class DatabaseConfigError(AppError):
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class DatabaseConfigError(ConfigurationError):
+    """The database URL or secret is missing or malformed."""
+
+
+class AuthConfigError(ConfigurationError):
+    """SUPABASE_URL or the legacy JWT secret is missing or malformed."""
 
 
 class ServiceUnavailableError(AppError):
@@ -131,6 +185,16 @@ class DatabaseSecretNotSetError(ServiceUnavailableError):
 
 class DatabaseUnavailableError(ServiceUnavailableError):
     """A service the database depends on (Secrets Manager) is throttling or not answering."""
+
+
+class SigningKeysUnavailableError(ServiceUnavailableError):
+    """The keys that verify access tokens (the JWKS, the legacy JWT secret) cannot be read now.
+
+    A 503, never a 401: the token may well be valid, and the client should retry.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("The keys that verify access tokens cannot be read, retry shortly")
 
 
 class CommitOutcomeUnknownError(psycopg.OperationalError):
@@ -255,16 +319,18 @@ def _log(level: int, event: str, exc: BaseException, status_code: int) -> None:
     logger.log(level, event, extra=fields)
 
 
-def _response(answer: _Answer) -> ErrorResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if answer.status_code == 503 else {}
+def _response(answer: _Answer, headers: Mapping[str, str] | None = None) -> ErrorResponse:
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if answer.status_code == 503 else {}
     return ErrorResponse(
-        answer.status_code, {"code": answer.code, "message": answer.message}, headers
+        answer.status_code,
+        {"code": answer.code, "message": answer.message},
+        {**retry, **(headers or {})},
     )
 
 
 def error_response(exc: BaseException) -> ErrorResponse:
     """Map any exception to the response the client gets, and log it safely."""
-    if isinstance(exc, DatabaseConfigError):
+    if isinstance(exc, ConfigurationError):
         logger.error(
             "configuration error",
             extra={"error": type(exc).__name__, "setting": exc.setting, "reason": str(exc)},
@@ -276,7 +342,7 @@ def error_response(exc: BaseException) -> ErrorResponse:
             _log(level, "request failed", exc, exc.status_code)
         if exc.status_code == 500:
             return _response(_INTERNAL)
-        return _response(_Answer(exc.status_code, exc.code, str(exc)))
+        return _response(_Answer(exc.status_code, exc.code, str(exc)), exc.headers)
     answer = _database_answer(exc) or _INTERNAL
     if answer.status_code == 500:
         _log(logging.ERROR, "request failed", exc, 500)

@@ -20,6 +20,9 @@ https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html). One response
 `statusCode`, `headers`, `body`, `isBase64Encoded`, is what all three integrations expect
 (REST may add `multiValueHeaders`, payload 2.0 `cookies`), so plain handlers answer each kind
 with `json_response`.
+
+`@plain_handler` is the whole stanza of a plain function that reads the database: the boundary,
+one autocommit connection through the pooler, and a 200 JSON answer.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, with_config
+from sqlalchemy import Connection
 
+from shared.db import autocommit_connection
 from shared.deadline import deadline_for
 from shared.errors import AppError, error_response
 from shared.logs import logger as powertools_logger
@@ -45,6 +50,8 @@ __all__ = [
     "LambdaResponse",
     "json_response",
     "lambda_boundary",
+    "plain_handler",
+    "request_header",
 ]
 
 logger = logging.getLogger(__name__)
@@ -169,6 +176,12 @@ def _headers(event: LambdaEvent, kind: _Kind) -> dict[str, str]:
     return headers
 
 
+def request_header(event: LambdaEvent, name: str) -> str | None:
+    """A header of an HTTP event the boundary accepted, by case-insensitive name."""
+    kind, http_event = _event_kind(event)
+    return _headers(http_event, kind).get(name.lower())
+
+
 def _check_server(headers: Mapping[str, str]) -> None:
     """`host` as `name[:port]`, else `x-forwarded-port`, must give a numeric port."""
     host = headers.get("host", "")
@@ -225,3 +238,15 @@ def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
             return _error(exc)
 
     return boundary
+
+
+def plain_handler(answer: Callable[[Connection], dict[str, Any]]) -> LambdaHandler:
+    """A plain function's Lambda handler: `answer` reads through one autocommit connection and
+    returns the JSON body of a 200; the boundary answers everything else."""
+
+    @wraps(answer)
+    def handler(_event: LambdaEvent, _context: Any) -> LambdaResponse:
+        with autocommit_connection() as conn:
+            return json_response(200, answer(conn))
+
+    return lambda_boundary(handler)

@@ -33,16 +33,29 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError, DatabaseUnavailableError
+from shared.errors import (
+    ConfigurationError,
+    DatabaseConfigError,
+    DatabaseSecretNotSetError,
+    DatabaseUnavailableError,
+    ServiceUnavailableError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-__all__ = ["MIN_REFRESH_INTERVAL_S", "DatabaseSecret", "parse_secret", "secrets_manager_client"]
+__all__ = [
+    "MIN_REFRESH_INTERVAL_S",
+    "DatabaseSecret",
+    "parse_secret",
+    "read_secret_string",
+    "secrets_manager_client",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +77,10 @@ _NOT_READABLE = frozenset(
 )
 # CloudFormation's GenerateSecretString; a URL or JSON always holds punctuation.
 _PLACEHOLDER = re.compile(r"[A-Za-z0-9]+")
+
+
+def _database_unavailable() -> ServiceUnavailableError:
+    return DatabaseUnavailableError("The database secret cannot be read, retry shortly")
 
 
 def _url_from_rds_fields(fields: dict[str, Any]) -> str:
@@ -105,27 +122,39 @@ def secrets_manager_client() -> SecretsManagerClient:
     return boto3.client("secretsmanager", config=config)
 
 
-def _read_secret(secret_id: str) -> str:
-    """One GetSecretValue call, its failures mapped to configuration errors or a 503."""
+def read_secret_string(
+    secret_id: str,
+    what: str,
+    *,
+    not_readable: Callable[[str], ConfigurationError] = DatabaseConfigError,
+    unavailable: Callable[[], ServiceUnavailableError] = _database_unavailable,
+) -> str:
+    """One GetSecretValue call for the secret holding `what` (e.g. "database secret").
+
+    Failures are `not_readable` (gone, denied, empty: a 500 naming no value) or `unavailable`
+    (throttled, timed out, unreachable: a 503), each logged once as a warning.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         value = secrets_manager_client().get_secret_value(SecretId=secret_id).get("SecretString")
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "unknown")
-        logger.warning("database secret unreadable", extra={"error": code})
+        logger.warning(f"{what} unreadable", extra={"error": code})
         if code in _NOT_READABLE:
-            raise DatabaseConfigError("The database secret cannot be read") from None
-        raise DatabaseUnavailableError(
-            "The database secret cannot be read, retry shortly"
-        ) from None
+            raise not_readable(f"The {what} cannot be read") from None
+        raise unavailable() from None
     except BotoCoreError as exc:  # timeouts, no connection, no credentials or region
-        logger.warning("database secret unreadable", extra={"error": type(exc).__name__})
-        raise DatabaseUnavailableError(
-            "The database secret cannot be read, retry shortly"
-        ) from None
+        logger.warning(f"{what} unreadable", extra={"error": type(exc).__name__})
+        raise unavailable() from None
     if not value:
-        raise DatabaseConfigError("The database secret is empty")
+        raise not_readable(f"The {what} is empty")
+    return value
+
+
+def _read_secret(secret_id: str) -> str:
+    """The URL in the database secret; the stack's placeholder is a 503 until it is set."""
+    value = read_secret_string(secret_id, "database secret")
     if _PLACEHOLDER.fullmatch(value.strip()):
         raise DatabaseSecretNotSetError("The database secret is not set yet")
     logger.info("database secret read")
@@ -172,7 +201,7 @@ class DatabaseSecret:
 
 
 # Deployed functions create the client while Lambda initialises them, not on the first request.
-if os.environ.get("DATABASE_SECRET_ARN"):
+if os.environ.get("DATABASE_SECRET_ARN") or os.environ.get("SUPABASE_JWT_SECRET_ARN"):
     from botocore.exceptions import BotoCoreError
 
     try:

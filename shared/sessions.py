@@ -23,8 +23,6 @@ __all__ = [
     "READ_ONLY_OPTIONS",
     "ReadOnlySessionError",
     "ReadSession",
-    "get_read_session",
-    "get_session",
     "read_session",
     "session_scope",
 ]
@@ -58,16 +56,4 @@ def session_scope() -> Iterator[Session]:
 def read_session() -> Iterator[Session]:
     """A read-only session in autocommit, for requests that only read."""
     with ReadSession(get_engine().execution_options(**READ_ONLY_OPTIONS)) as session:
-        yield session
-
-
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency for `session_scope`."""
-    with session_scope() as session:
-        yield session
-
-
-def get_read_session() -> Iterator[Session]:
-    """FastAPI dependency for `read_session`."""
-    with read_session() as session:
         yield session

@@ -81,6 +81,17 @@ class Settings(BaseSettings):
     db_uses_data_api: bool = True
     """Whether Supabase's Data API (PostgREST) also needs connections: 40% budget, else 80%."""
 
+    supabase_url: str | None = None
+    """The project's URL (`https://<ref>.supabase.co`): access tokens must be issued by its
+    `/auth/v1` and are verified with the keys its `/auth/v1/.well-known/jwks.json` publishes."""
+
+    supabase_jwt_secret_arn: str | None = None
+    """Deployed: the Secrets Manager secret holding the legacy JWT secret, for projects that
+    still sign tokens with HS256; read on the first such token, never an environment variable."""
+
+    auth_jwks_timeout_s: float = Field(default=2.0, gt=0, le=10)
+    """Seconds to fetch the JWKS, never more than what is left of the request's deadline."""
+
 
 def env_file(environ: Mapping[str, str] | None = None) -> Path | None:
     """`.env` in the working directory, the file SETTINGS_ENV_FILE names, or none if it is empty."""

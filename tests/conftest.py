@@ -2,9 +2,10 @@
 
 Fixtures live in plugin modules under tests/fixtures. Here:
 
-- the session ignores the developer's `.env` and every DATABASE_*, DIRECT_DATABASE_*, DB_* and
-  AWS_* variable, so `cp .env.example .env`, an exported DATABASE_URL or an AWS profile change
-  nothing; subprocesses (serverless offline) inherit the cleaned environment;
+- the session ignores the developer's `.env` and every DATABASE_*, DIRECT_DATABASE_*, DB_*,
+  SUPABASE_*, AUTH_* and AWS_* variable, so `cp .env.example .env`, an exported DATABASE_URL
+  or an AWS profile change nothing; subprocesses (serverless offline) inherit the cleaned
+  environment;
 - tests/integration, tests/e2e and tests/package are marked `integration`, `e2e` and `package`
   (`make test-unit` runs the rest), and a unit test that asks for the database is an error.
 """
@@ -25,16 +26,17 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.reporting",
     "tests.fixtures.stack",
+    "tests.fixtures.tokens",
 ]
 
 TESTS_DIR = Path(__file__).resolve().parent
-USER_VARIABLE_PREFIXES = ("DATABASE_", "DIRECT_DATABASE_", "DB_", "AWS_")
+USER_VARIABLE_PREFIXES = ("DATABASE_", "DIRECT_DATABASE_", "DB_", "SUPABASE_", "AUTH_", "AWS_")
 MARKED_DIRECTORIES = ("integration", "e2e", "package")
 DATABASE_FIXTURES = frozenset({"stack", "database"})
 
 
 def isolated_environment(environ: dict[str, str]) -> dict[str, str]:
-    """`environ` without the user's database and AWS settings, reading no `.env`."""
+    """`environ` without the user's database, Supabase and AWS settings, reading no `.env`."""
     kept = {
         name: value
         for name, value in environ.items()

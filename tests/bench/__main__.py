@@ -16,16 +16,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from infra.package import build
+from infra import PROJECT_ROOT
+from infra.package import PLATFORMS, build
 from tests.bench.burst import run_burst
 from tests.bench.coldstart import measure_cold_starts
 from tests.bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
 from tests.bench.exchanges import measure_exchanges
 from tests.bench.report import build_report
 from tests.bench.sizes import measure_zip
-from tests.bench.stack import POOL_SIZE, RESULTS_DIR, ROOT, bench_stack, seed_items
+from tests.bench.stack import POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
 from tests.bench.stats import summarize
 from tests.bench.warm import measure_threads_per_request, measure_warm
+from tests.fixtures.tokens import serve_tokens
 
 SEEDED_ITEMS = 50
 
@@ -41,7 +43,7 @@ def _progress(message: str) -> None:
 
 def _context() -> dict[str, str]:
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True
     ).stdout.strip()
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -95,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     context = _context()
 
-    _progress("building the zips (x86_64, arm64)")
+    _progress(f"building the zips ({', '.join(sorted(PLATFORMS))})")
     zips = {
-        arch: build(RESULTS_DIR / f"dist-{arch}", architecture=arch) for arch in ("x86_64", "arm64")
+        arch: build(RESULTS_DIR / f"dist-{arch}", architecture=arch) for arch in sorted(PLATFORMS)
     }
     sizes = {
         arch: {f: measure_zip(path) for f, path in built.items()} for arch, built in zips.items()
@@ -107,27 +109,39 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS_DIR / "dist-sources", architecture="x86_64", dependency_sources=True
     )
 
-    with _stdout_to(RESULTS_DIR / "functions.log"), bench_stack() as stack:
+    with (
+        _stdout_to(RESULTS_DIR / "functions.log"),
+        bench_stack() as stack,
+        serve_tokens() as tokens,
+    ):
         read_id = seed_items(stack, SEEDED_ITEMS)[0]
         _progress("counting exchanges through the proxy")
         exchanges = measure_exchanges(
             stack,
             [
-                lambda url: ProjectFunctions(read_id, url),
+                lambda url: ProjectFunctions(read_id, url, tokens),
                 lambda url: RawPsycopg(read_id, url),
                 lambda url: NaiveFastAPI(read_id, url),
             ],
         )
         url = stack.pooler_url()
         contenders = [
-            ProjectFunctions(read_id, url), RawPsycopg(read_id, url), NaiveFastAPI(read_id, url)
-        ]  # fmt: skip
+            ProjectFunctions(read_id, url, tokens),
+            RawPsycopg(read_id, url),
+            NaiveFastAPI(read_id, url),
+        ]
         _progress(f"warm latency: {rounds} interleaved rounds")
         warm = measure_warm(contenders, rounds=rounds, warmup=max(5, rounds // 20))
         thread_counts = measure_threads_per_request(contenders, requests=10)
         _progress(f"cold starts: {cold_rounds} rounds")
         cold = measure_cold_starts(
-            zips["x86_64"], with_sources, url, read_id, RESULTS_DIR / "cold", rounds=cold_rounds
+            zips["x86_64"],
+            with_sources,
+            url,
+            read_id,
+            RESULTS_DIR / "cold",
+            rounds=cold_rounds,
+            tokens=tokens,
         )
         _progress(f"burst: {processes} processes x {threads} clients")
         burst = run_burst(stack, read_id, processes=processes, threads=threads, requests=3)
@@ -154,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS_DIR / "report.md").write_text(markdown + "\n")
     (RESULTS_DIR / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     sys.stdout.write(markdown + "\n")
-    _progress(f"wrote {RESULTS_DIR.relative_to(ROOT)}/report.md and results.json")
+    _progress(f"wrote {RESULTS_DIR.relative_to(PROJECT_ROOT)}/report.md and results.json")
     return 0
 
 

@@ -68,7 +68,9 @@ def _client_process(
     def client() -> None:
         # Mangum runs on the thread's event loop; Lambda's one thread has one, these need theirs.
         asyncio.set_event_loop(asyncio.new_event_loop())
-        events = [http_event("get_item", path=f"/items/{read_id}") for _ in range(requests)]
+        events = [
+            http_event("GET /items/{item_id}", path=f"/items/{read_id}") for _ in range(requests)
+        ]
         gate.wait()
         for event in events:
             started = time.perf_counter()

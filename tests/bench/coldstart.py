@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -36,7 +35,10 @@ from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import EVENTS_DIR
+from tests.fixtures.lambda_events import authorized, http_event
+from tests.fixtures.service import FUNCTIONS, read_route
+from tests.fixtures.stack import free_port
+from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
@@ -59,7 +61,6 @@ RUNTIME_PACKAGES = (
     "urllib3",
 )
 REGION = "eu-central-1"
-FIRST_EVENTS = {"health": "get_health", "connections": "get_connections", "items": "get_item"}
 
 
 def _unpack_read_only(zip_path: Path, target: Path, *, bytecode: bool) -> None:
@@ -95,18 +96,11 @@ def _install_runtime_packages(target: Path) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], check=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
     """Moto's server on loopback holding the URL; the environment that points AWS at it."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     env = {
@@ -137,9 +131,11 @@ def measure_cold_starts(
     read_id: int,
     work: Path,
     rounds: int,
+    tokens: Tokens,
 ) -> dict[str, dict[str, list[float]]]:
     """Seconds per process, by function, then scenario; `with_sources`: the same zips with
-    the dependencies' sources, for the scenario without bytecode."""
+    the dependencies' sources, for the scenario without bytecode. A first request carries a
+    token (/connections: the service role's), so it includes fetching the JWKS from `tokens`."""
     _remove(work)
     runtime = work / "runtime"
     _install_runtime_packages(runtime)
@@ -147,10 +143,14 @@ def measure_cold_starts(
     for function, zip_path in zips.items():
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
         _unpack_read_only(with_sources[function], work / "no-bytecode" / function, bytecode=False)
-        event = json.loads((EVENTS_DIR / f"{FIRST_EVENTS[function]}.json").read_text())
-        if function == "items":
-            event["rawPath"] = event["requestContext"]["http"]["path"] = f"/items/{read_id}"
-            event["pathParameters"] = {"item_id": str(read_id)}
+        # A read of one row (`read_id`) where the function has one, as the README's figures.
+        gets = [r for r in FUNCTIONS[function].routes if r.method == "GET" and r.parameters]
+        route = gets[0] if gets else read_route(FUNCTIONS[function])
+        event = http_event(route, params=dict.fromkeys(route.parameters, read_id))
+        # connections answers only the service role; the others take a user's token.
+        event = authorized(
+            event, tokens.service_role() if function == "connections" else tokens.token()
+        )
         events[function] = work / f"{function}-event.json"
         events[function].write_text(json.dumps(event))
     python = getattr(sys, "_base_executable", sys.executable)
@@ -168,8 +168,10 @@ def measure_cold_starts(
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
                         "PSYCOPG_IMPL": "binary",  # as on Lambda, which has no other libpq
+                        "SUPABASE_URL": tokens.supabase_url,
                     }
-                    args = [str(ZIP_INVOKER), f"functions.{function}.handler"]
+                    declared = FUNCTIONS[function]
+                    args = [str(ZIP_INVOKER), f"{declared.handler_module}:{declared.handler_name}"]
                     if scenario == "bare interpreter":
                         args = ["-c", "pass"]
                     elif scenario.endswith("DATABASE_URL"):

@@ -28,6 +28,7 @@ from functions.items.handler import handler as items_handler
 from tests.bench.naive import build_naive_handler
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.stack import reset_caches
+from tests.fixtures.tokens import Tokens
 
 __all__ = [
     "READ_ROUTES",
@@ -83,6 +84,8 @@ class _LambdaHandlers(Contender):
         "items create": 201,
         "items delete": 204,
     }
+    service_token: str | None = None
+    """The bearer token for /connections, which answers only the service role."""
 
     def handler_for(self, route: str) -> Handler:
         raise NotImplementedError
@@ -104,21 +107,23 @@ class _LambdaHandlers(Contender):
     def _event(self, route: str) -> dict[str, Any]:
         match route:
             case "health":
-                return http_event("get_health")
+                return http_event("GET /health")
             case "connections":
-                return http_event("get_connections")
+                return http_event("GET /connections", token=self.service_token)
             case "items list":
-                return http_event("get_items", query="limit=20")
+                return http_event("GET /items", query="limit=20")
             case "items get":
-                return http_event("get_item", path=f"/items/{self.read_id}")
+                return http_event("GET /items/{item_id}", path=f"/items/{self.read_id}")
             case "items create":
-                return http_event("post_items", body={"sku": _new_sku(), "name": "Bench item"})
+                return http_event("POST /items", body={"sku": _new_sku(), "name": "Bench item"})
             case "items update":
                 return http_event(
-                    "patch_item", path=f"/items/{self._write_id()}", body={"quantity": 7}
+                    "PATCH /items/{item_id}",
+                    path=f"/items/{self._write_id()}",
+                    body={"quantity": 7},
                 )
             case "items delete":
-                return http_event("delete_item", path=f"/items/{self._write_id()}")
+                return http_event("DELETE /items/{item_id}", path=f"/items/{self._write_id()}")
         raise ValueError(route)
 
 
@@ -127,10 +132,12 @@ class ProjectFunctions(_LambdaHandlers):
 
     name = "project"
 
-    def __init__(self, read_id: int, database_url: str) -> None:
+    def __init__(self, read_id: int, database_url: str, tokens: Tokens) -> None:
         super().__init__(read_id)
         os.environ["DATABASE_URL"] = database_url
+        os.environ["SUPABASE_URL"] = tokens.supabase_url
         os.environ["DB_APPLICATION_NAME"] = APPLICATION_NAME
+        self.service_token = tokens.service_role()
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
         reset_caches()
 

@@ -10,17 +10,16 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 
+from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack, StackConfig, start, stop
 from infra.migrate import upgrade
 
 __all__ = ["POOL_SIZE", "RESULTS_DIR", "bench_stack", "seed_items"]
 
-ROOT = Path(__file__).resolve().parents[2]
-RESULTS_DIR = ROOT / ".local" / "bench"
+RESULTS_DIR = PROJECT_ROOT / ".local" / "bench"
 POOL_SIZE = 5
 PASSWORD = "bench p@ss:w/rd"
 

@@ -1,88 +1,95 @@
-"""Every route over HTTP through `serverless offline`, as API Gateway would call them."""
+"""Every route of serverless.yml over HTTP through `serverless offline`, as API Gateway would
+call them, and nothing else: a request on an undeclared route never reaches a function."""
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 import pytest
-import yaml
 
-from infra import PROJECT_ROOT
+from infra.package import Route
+from tests.e2e.conftest import OfflineLog
+from tests.fixtures.lambda_events import fill_path
+from tests.fixtures.service import BODY_METHODS, ROUTES
+from tests.fixtures.tokens import Tokens, bearer
 
-ROOT = PROJECT_ROOT
-
-
-def declared_routes() -> set[str]:
-    """The routes serverless.yml declares, as 'METHOD /path'."""
-    config = yaml.safe_load((ROOT / "serverless.yml").read_text())
-    return {
-        event["httpApi"]
-        for function in config["functions"].values()
-        for event in function["events"]
-    }
+# What serverless offline answers itself, with a 404, for a route it does not serve.
+OFFLINE_NOT_FOUND = "Serverless-offline: route not found."
+# A path parameter no stored row has, so that no request here changes the sample's data.
+NO_SUCH_ROW = "0"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+PATHS = sorted({route.path for route in ROUTES})
 
 
-def test_serverless_yml_declares_exactly_the_sample_routes() -> None:
-    assert declared_routes() == {
-        "GET /health",
-        "GET /connections",
-        "POST /items",
-        "GET /items",
-        "GET /items/{item_id}",
-        "PATCH /items/{item_id}",
-        "DELETE /items/{item_id}",
-    }
+def undeclared_method(path: str) -> str:
+    """A method serverless.yml declares no route for on `path`."""
+    declared = {route.method for route in ROUTES if route.path == path}
+    return next(method for method in METHODS if method not in declared)
 
 
-def test_health(api: httpx.Client) -> None:
-    response = api.get("/health")
-
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "reachable"}
+def request_on(api: httpx.Client, route: Route) -> httpx.Response:
+    path = fill_path(route, dict.fromkeys(route.parameters, NO_SUCH_ROW))
+    return api.request(route.method, path, json={} if route.method in BODY_METHODS else None)
 
 
-def test_items_crud_over_http(api: httpx.Client) -> None:
-    sku = f"E2E-{uuid.uuid4().hex[:10]}"
-
-    created = api.post("/items", json={"sku": sku, "name": "Teapot", "quantity": 2})
-    item_id = created.json()["id"]
-    listed = api.get("/items", params={"after": item_id - 1, "limit": 1})
-    patched = api.patch(f"/items/{item_id}", json={"name": "Big teapot"})
-    deleted = api.delete(f"/items/{item_id}")
-    missing = api.get(f"/items/{item_id}")
-
-    assert created.status_code == 201
-    assert listed.json()["items"] == [created.json()]
-    assert patched.json()["name"] == "Big teapot"
-    assert deleted.status_code == 204
-    assert missing.status_code == 404
-    assert missing.json()["code"] == "not_found"
-
-
-def test_bad_input_over_http(api: httpx.Client) -> None:
-    malformed = api.post(
-        "/items", content=b'{"sku": ', headers={"content-type": "application/json"}
-    )
-    wrong_type = api.post("/items", json={"sku": "x1", "name": "n", "quantity": "many"})
-    too_big_page = api.get("/items", params={"limit": 1000})
-
-    assert malformed.status_code == 400
-    assert malformed.json()["code"] == "malformed_json"
-    assert wrong_type.status_code == 422
-    assert too_big_page.status_code == 422
-
-
-@pytest.mark.parametrize(("method", "path"), [("GET", "/nope"), ("PUT", "/items/1")])
-def test_routes_not_in_serverless_yml_are_not_served(
-    api: httpx.Client, method: str, path: str
+@pytest.mark.parametrize("route", ROUTES, ids=lambda route: route.key)
+def test_each_declared_route_reaches_its_function(
+    api: httpx.Client, offline_log: OfflineLog, route: Route
 ) -> None:
-    assert api.request(method, path).status_code in {403, 404, 405}
+    response = request_on(api, route)
+
+    path = fill_path(route, dict.fromkeys(route.parameters, NO_SUCH_ROW))
+    assert offline_log.invocations() == [(f"{route.method} {path}", ROUTES[route].name)]
+    assert response.status_code < 500
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json().get("error") != OFFLINE_NOT_FOUND
 
 
-def test_connection_monitor_over_http(api: httpx.Client) -> None:
-    report = api.get("/connections").json()
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/no-such-route"),
+        *[(undeclared_method(path), fill_path(Route("", path))) for path in PATHS],
+    ],
+)
+def test_undeclared_routes_never_reach_a_function(
+    api: httpx.Client, offline_log: OfflineLog, method: str, path: str
+) -> None:
+    response = api.request(method, path)
+
+    assert response.status_code == 404
+    assert response.json()["error"] == OFFLINE_NOT_FOUND
+    assert offline_log.invocations() == []
+
+
+def test_connection_monitor_over_http(api: httpx.Client, tokens: Tokens) -> None:
+    report = api.get("/connections", headers=bearer(tokens.service_role())).json()
 
     assert report["max_connections"] > 0
     assert report["in_use"] >= 1
     assert {"with_data_api", "without_data_api"} == set(report["guidance"])
+
+
+def test_connection_monitor_refuses_over_http_what_it_should(
+    api: httpx.Client, tokens: Tokens
+) -> None:
+    """The 401s and their challenge, and the 403, as a client sees them through the gateway."""
+    missing = api.get("/connections")
+    forged = {
+        kind: api.get("/connections", headers=bearer(tokens.forged(kind, role="service_role")))
+        for kind in ("signed by another key", "alg none", "HS256 with the public key as secret")
+    }
+    user = api.get("/connections", headers=bearer(tokens.token()))
+    service = api.get("/connections", headers=bearer(tokens.service_role()))
+
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert missing.json()["code"] == "not_authenticated"
+    assert {kind: r.status_code for kind, r in forged.items()} == dict.fromkeys(forged, 401)
+    assert all(r.headers["www-authenticate"].startswith("Bearer error=") for r in forged.values())
+    assert user.status_code == 403
+    assert service.status_code == 200
+
+
+def test_health_stays_public(api: httpx.Client, tokens: Tokens) -> None:
+    assert api.get("/health").status_code == 200
+    assert api.get("/health", headers=bearer(tokens.forged("alg none"))).status_code == 200

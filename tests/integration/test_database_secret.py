@@ -29,7 +29,7 @@ from shared.db import get_engine
 from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
 from shared.secrets import secrets_manager_client
 from tests.fixtures.lambda_events import FunctionOutput, LambdaTestContext, body_of, http_event
-from tests.fixtures.stack import TEST_PASSWORD, reset_caches
+from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
 
 WRONG_PASSWORD = "rotated-away-hunter2"
 PLACEHOLDER = "Q3vWm0ZpX8aT4nR7kY1cL6hB9dS2fJ5e"  # as GenerateSecretString makes it
@@ -88,7 +88,7 @@ def pooler_url(stack: LocalStack, password: str) -> str:
 
 
 def health() -> dict[str, Any]:
-    return health_handler(http_event("get_health"), LambdaTestContext())
+    return health_handler(http_event("GET /health"), LambdaTestContext())
 
 
 def failed_logins(stack: LocalStack, since: int) -> int:
@@ -310,13 +310,6 @@ def url_with(stack: LocalStack, password: str, *, port: int | None = None) -> st
     return url if port is None else url.replace(str(stack.config.pooler_port), str(port))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 ENV_CASES: dict[str, Callable[[LocalStack], str]] = {
     "url-unreachable": lambda stack: url_with(stack, CANARY, port=free_port()),
     "url-wrong-password": lambda stack: url_with(stack, CANARY),
@@ -345,7 +338,7 @@ def debug_everywhere(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixtu
 def invoke_both() -> list[dict[str, Any]]:
     return [
         health(),
-        items_handler(http_event("get_item"), LambdaTestContext()),
+        items_handler(http_event("GET /items/{item_id}"), LambdaTestContext()),
     ]
 
 

@@ -23,8 +23,6 @@ import pytest
 from sqlalchemy import Connection, insert, text
 from sqlalchemy.exc import OperationalError
 
-from functions.health.handler import handler as health_handler
-from functions.items.handler import handler as items_handler
 from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared.db import autocommit_connection, transaction
@@ -39,6 +37,7 @@ from tests.fixtures.faults import (
 )
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.reporting import Report
+from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
 
 REMAINING_MS = 4_000
@@ -82,10 +81,7 @@ def invoke(route: str, **event: Any) -> Answer:
     """Invoke a handler with a context that leaves REMAINING_MS, and time the answer."""
     context = LambdaTestContext(timeout_ms=REMAINING_MS)
     started = time.monotonic()
-    if route == "health":
-        response: dict[str, Any] = dict(health_handler(http_event("get_health"), context))
-    else:
-        response = items_handler(http_event(route, **event), context)
+    response = dict(handler_for(route)(http_event(route, **event), context))
     elapsed = time.monotonic() - started
     headers = {name.lower(): value for name, value in (response.get("headers") or {}).items()}
     return Answer(route, started, elapsed, response["statusCode"], headers, body_of(response))
@@ -119,14 +115,14 @@ def client(stop_at: float) -> list[Answer]:
     with thread_event_loop():
         while time.monotonic() < stop_at:
             sku = f"DL-{uuid.uuid4().hex[:12]}"
-            created = invoke("post_items", body={"sku": sku, "name": "deadline"})
+            created = invoke("POST /items", body={"sku": sku, "name": "deadline"})
             created.sku = sku
             answers.append(created)
             if created.status == 201:
                 last_id = created.body["id"]
             if last_id is not None:
-                answers.append(invoke("get_item", path=f"/items/{last_id}"))
-            answers.append(invoke("health"))
+                answers.append(invoke("GET /items/{item_id}", path=f"/items/{last_id}"))
+            answers.append(invoke("GET /health"))
     return answers
 
 
@@ -135,8 +131,8 @@ def run_clients(count: int, fault: Callable[[], None]) -> tuple[list[Answer], fl
     # Initialise both engines first: SQLAlchemy guards an engine's first connect with an
     # asyncio lock, which threads running event loops of their own must not contend for
     # (a Lambda instance has one loop; these client threads stand for separate instances).
-    assert invoke("health").status == 200
-    assert invoke("get_item", path="/items/1").status in (200, 404)
+    assert invoke("GET /health").status == 200
+    assert invoke("GET /items/{item_id}", path="/items/1").status in (200, 404)
     stop_at = time.monotonic() + RUN_FOR_S
     with ThreadPoolExecutor(max_workers=count) as pool:
         futures = [pool.submit(client, stop_at) for _ in range(count)]
@@ -230,7 +226,7 @@ def locked(stack: LocalStack, statement: str, *params: Any) -> Iterator[None]:
 
 
 def create_item() -> int:
-    answer = invoke("post_items", body={"sku": f"DL-{uuid.uuid4().hex[:12]}", "name": "locked"})
+    answer = invoke("POST /items", body={"sku": f"DL-{uuid.uuid4().hex[:12]}", "name": "locked"})
     assert answer.status == 201
     item_id: int = answer.body["id"]
     return item_id
@@ -240,7 +236,7 @@ def test_read_waiting_on_a_lock_is_503_within_the_statement_timeout(stack: Local
     item_id = create_item()
 
     with locked(stack, "LOCK TABLE items IN ACCESS EXCLUSIVE MODE"):
-        answer = invoke("get_item", path=f"/items/{item_id}")
+        answer = invoke("GET /items/{item_id}", path=f"/items/{item_id}")
         left_running = active_backends(stack)
 
     assert answer.status == 503
@@ -250,7 +246,7 @@ def test_read_waiting_on_a_lock_is_503_within_the_statement_timeout(stack: Local
 
 def patch_in_thread(item_id: int) -> Answer:
     with thread_event_loop():
-        return invoke("patch_item", path=f"/items/{item_id}", body={"name": "x"})
+        return invoke("PATCH /items/{item_id}", path=f"/items/{item_id}", body={"name": "x"})
 
 
 def test_write_waiting_on_a_row_lock_is_503_and_frees_the_connection(stack: LocalStack) -> None:
@@ -270,7 +266,7 @@ def test_write_waiting_on_a_row_lock_is_503_and_frees_the_connection(stack: Loca
     assert answer.status == 503
     assert answer.elapsed < STATEMENT_TIMEOUT_MS / 1000 + SLACK_S
     assert after_answer == []
-    assert invoke("get_item", path=f"/items/{item_id}").body["name"] == "locked"
+    assert invoke("GET /items/{item_id}", path=f"/items/{item_id}").body["name"] == "locked"
 
 
 def test_request_in_flight_on_a_frozen_pooler_is_cut_at_the_deadline(stack: LocalStack) -> None:
@@ -287,7 +283,7 @@ def test_request_in_flight_on_a_frozen_pooler_is_cut_at_the_deadline(stack: Loca
 
     assert answer.status == 503
     assert DEADLINE_S - 0.1 <= answer.elapsed <= DEADLINE_S + SLACK_S
-    assert invoke("get_item", path=f"/items/{item_id}").status == 200  # recovered
+    assert invoke("GET /items/{item_id}", path=f"/items/{item_id}").status == 200  # recovered
 
 
 @pytest.mark.parametrize("scope", [autocommit_connection, transaction])

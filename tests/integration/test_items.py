@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -11,7 +12,13 @@ from sqlalchemy import func, select
 from functions.items.handler import handler
 from functions.items.models import Item
 from shared.db import autocommit_connection
-from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
+from tests.fixtures.lambda_events import (
+    LambdaTestContext,
+    body_of,
+    function_url_event,
+    http_event,
+    rest_event,
+)
 
 
 def invoke(event: dict[str, Any]) -> dict[str, Any]:
@@ -27,9 +34,19 @@ def item_count() -> int:
         return conn.execute(select(func.count()).select_from(Item)).scalar_one()
 
 
+def database_now() -> datetime:
+    """The database's clock, in a transaction of its own."""
+    with autocommit_connection() as conn:
+        return conn.execute(select(func.now())).scalar_one()
+
+
+def timestamp(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
 def create(sku: str, name: str = "Blue mug", quantity: int = 3) -> dict[str, Any]:
     response = invoke(
-        http_event("post_items", body={"sku": sku, "name": name, "quantity": quantity})
+        http_event("POST /items", body={"sku": sku, "name": name, "quantity": quantity})
     )
     assert response["statusCode"] == 201, response
     created: dict[str, Any] = body_of(response)
@@ -41,17 +58,19 @@ def test_create_read_update_delete_round_trip() -> None:
     created = create(sku)
     item_path = f"/items/{created['id']}"
 
-    read = invoke(http_event("get_item", path=item_path))
-    updated = invoke(http_event("patch_item", path=item_path, body={"quantity": 9}))
-    deleted = invoke(http_event("delete_item", path=item_path))
-    gone = invoke(http_event("get_item", path=item_path))
+    read = invoke(http_event("GET /items/{item_id}", path=item_path))
+    between = database_now()
+    updated = invoke(http_event("PATCH /items/{item_id}", path=item_path, body={"quantity": 9}))
+    deleted = invoke(http_event("DELETE /items/{item_id}", path=item_path))
+    gone = invoke(http_event("GET /items/{item_id}", path=item_path))
 
     assert created["sku"] == sku
     assert created["quantity"] == 3
     assert created["created_at"]
     assert body_of(read) == created
     assert body_of(updated)["quantity"] == 9
-    assert body_of(updated)["updated_at"] >= created["updated_at"]
+    # The update stamps the time of its own transaction, after the read and after `between`.
+    assert timestamp(created["updated_at"]) < between <= timestamp(body_of(updated)["updated_at"])
     assert deleted["statusCode"] == 204
     assert gone["statusCode"] == 404
     assert body_of(gone) == {"code": "not_found", "message": f"Item {created['id']} not found"}
@@ -62,7 +81,7 @@ def test_duplicate_sku_is_409_and_writes_nothing() -> None:
     create(sku)
     before = item_count()
 
-    response = invoke(http_event("post_items", body={"sku": sku, "name": "Other"}))
+    response = invoke(http_event("POST /items", body={"sku": sku, "name": "Other"}))
 
     assert response["statusCode"] == 409
     assert body_of(response)["code"] == "conflict"
@@ -73,9 +92,11 @@ def test_update_to_a_taken_sku_is_409_and_changes_nothing() -> None:
     first, second = create(new_sku()), create(new_sku())
 
     response = invoke(
-        http_event("patch_item", path=f"/items/{second['id']}", body={"sku": first["sku"]})
+        http_event(
+            "PATCH /items/{item_id}", path=f"/items/{second['id']}", body={"sku": first["sku"]}
+        )
     )
-    unchanged = body_of(invoke(http_event("get_item", path=f"/items/{second['id']}")))
+    unchanged = body_of(invoke(http_event("GET /items/{item_id}", path=f"/items/{second['id']}")))
 
     assert response["statusCode"] == 409
     assert unchanged == second
@@ -97,7 +118,7 @@ def test_update_to_a_taken_sku_is_409_and_changes_nothing() -> None:
 def test_invalid_create_is_422_and_writes_nothing(body: dict[str, Any], field: str) -> None:
     before = item_count()
 
-    response = invoke(http_event("post_items", body=body))
+    response = invoke(http_event("POST /items", body=body))
 
     assert response["statusCode"] == 422
     error = body_of(response)
@@ -110,7 +131,7 @@ def test_invalid_create_is_422_and_writes_nothing(body: dict[str, Any], field: s
 def test_malformed_json_is_400_and_writes_nothing(raw_body: str) -> None:
     before = item_count()
 
-    response = invoke(http_event("post_items", raw_body=raw_body))
+    response = invoke(http_event("POST /items", raw_body=raw_body))
 
     assert response["statusCode"] == 400
     assert body_of(response)["code"] == "malformed_json"
@@ -121,8 +142,10 @@ def test_malformed_json_is_400_and_writes_nothing(raw_body: str) -> None:
 def test_invalid_update_is_422_and_changes_nothing(body: dict[str, Any]) -> None:
     created = create(new_sku())
 
-    response = invoke(http_event("patch_item", path=f"/items/{created['id']}", body=body))
-    unchanged = body_of(invoke(http_event("get_item", path=f"/items/{created['id']}")))
+    response = invoke(
+        http_event("PATCH /items/{item_id}", path=f"/items/{created['id']}", body=body)
+    )
+    unchanged = body_of(invoke(http_event("GET /items/{item_id}", path=f"/items/{created['id']}")))
 
     assert response["statusCode"] == 422
     assert unchanged == created
@@ -130,16 +153,16 @@ def test_invalid_update_is_422_and_changes_nothing(body: dict[str, Any]) -> None
 
 @pytest.mark.parametrize("path", ["/items/0", "/items/abc", "/items/99999999999999999999"])
 def test_invalid_item_id_is_422(path: str) -> None:
-    response = invoke(http_event("get_item", path=path))
+    response = invoke(http_event("GET /items/{item_id}", path=path))
 
     assert response["statusCode"] == 422
     assert body_of(response)["code"] == "validation_error"
 
 
-@pytest.mark.parametrize("name", ["patch_item", "delete_item"])
-def test_missing_item_is_404(name: str) -> None:
-    body = {"quantity": 1} if name == "patch_item" else None
-    response = invoke(http_event(name, path="/items/987654321", body=body))
+@pytest.mark.parametrize("route", ["PATCH /items/{item_id}", "DELETE /items/{item_id}"])
+def test_missing_item_is_404(route: str) -> None:
+    body = {"quantity": 1} if route.startswith("PATCH") else None
+    response = invoke(http_event(route, path="/items/987654321", body=body))
 
     assert response["statusCode"] == 404
 
@@ -150,7 +173,7 @@ def test_pages_walk_the_items_in_id_order() -> None:
 
     pages = []
     for _ in range(3):
-        page = body_of(invoke(http_event("get_items", query=f"limit=2&after={after}")))
+        page = body_of(invoke(http_event("GET /items", query=f"limit=2&after={after}")))
         pages.append([item["id"] for item in page["items"]])
         after = page["next_after"]
 
@@ -161,16 +184,28 @@ def test_pages_walk_the_items_in_id_order() -> None:
 
 @pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten", "after=-1"])
 def test_page_bounds_are_enforced(query: str) -> None:
-    response = invoke(http_event("get_items", query=query))
+    response = invoke(http_event("GET /items", query=query))
 
     assert response["statusCode"] == 422
     assert body_of(response)["code"] == "validation_error"
 
 
 def test_unknown_route_is_json_404() -> None:
-    event = http_event("get_items", path="/nothing-here")
+    event = http_event("GET /items", path="/nothing-here")
 
     response = invoke(event)
 
     assert response["statusCode"] == 404
     assert body_of(response)["code"] == "not_found"
+
+
+def test_round_trip_through_rest_and_function_url_events() -> None:
+    body = {"sku": new_sku(), "name": "Through v1"}
+    created = invoke(rest_event("POST", "/items", body=body))
+    path = f"/items/{body_of(created)['id']}"
+    read = invoke(function_url_event("GET", path))
+    deleted = invoke(rest_event("DELETE", path, resource="/items/{item_id}"))
+
+    assert created["statusCode"] == 201
+    assert body_of(read)["sku"] == body["sku"]
+    assert deleted["statusCode"] == 204

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,9 +26,8 @@ from shared.database_url import MIGRATIONS_NEED_A_SESSION
 from shared.errors import DatabaseConfigError
 from shared.settings import get_settings
 from tests.conftest import environment_outside_the_session
-from tests.fixtures.stack import TEST_PASSWORD
+from tests.fixtures.stack import TEST_PASSWORD, free_port
 
-ROOT = PROJECT_ROOT
 SUPAVISOR_TRANSACTION = (
     "postgres://postgres.ref:hunter2@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
 )
@@ -45,12 +43,6 @@ def version_of(database: LocalStack) -> str | None:
     return str(row[0]) if row else None
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def run(
     command_line: list[str],
     folder: Path,
@@ -60,9 +52,9 @@ def run(
     """Run a command from `folder` (with that `.env`) as a developer's shell would."""
     if env_file is not None:
         (folder / ".env").write_text("".join(f"{k}={v}\n" for k, v in env_file.items()))
-    env = environment_outside_the_session() | variables | {"PYTHONPATH": str(ROOT)}
+    env = environment_outside_the_session() | variables | {"PYTHONPATH": str(PROJECT_ROOT)}
     # Alembic's command line finds pyproject.toml through this when run outside the root.
-    env["ALEMBIC_CONFIG"] = str(ROOT / "pyproject.toml")
+    env["ALEMBIC_CONFIG"] = str(PROJECT_ROOT / "pyproject.toml")
     return subprocess.run(
         command_line, cwd=folder, env=env, capture_output=True, text=True, timeout=120
     )
@@ -158,7 +150,7 @@ def test_upgrade_refuses_the_transaction_pooler_with_the_same_message() -> None:
 
 
 def test_sql_mode_reads_dotenv_and_needs_no_connection(tmp_path: Path) -> None:
-    unreachable = f"postgresql://postgres:hunter2@127.0.0.1:{closed_port()}/postgres"
+    unreachable = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/postgres"
 
     done = run(ALEMBIC_SQL, tmp_path, env_file={"DIRECT_DATABASE_URL": unreachable})
 
@@ -169,7 +161,7 @@ def test_sql_mode_reads_dotenv_and_needs_no_connection(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command_line", [MAKE_MIGRATE, [*ALEMBIC, "upgrade", "heads"]])
 def test_an_unreachable_database_is_one_line(tmp_path: Path, command_line: list[str]) -> None:
-    port = closed_port()
+    port = free_port()
 
     done = run(
         command_line,
@@ -200,7 +192,7 @@ def test_a_missing_database_is_one_line(stack: LocalStack, tmp_path: Path) -> No
 
 
 def test_with_no_url_anywhere_make_migrate_uses_the_local_stack(tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port()
 
     done = run(MAKE_MIGRATE, tmp_path, env_file={}, LOCAL_POSTGRES_PORT=str(port))
 
@@ -251,7 +243,7 @@ def test_make_migration_autogenerates_from_the_models(
 
 
 def test_upgrade_reports_an_unreachable_database_in_one_line() -> None:
-    port = closed_port()
+    port = free_port()
 
     with pytest.raises(CommandError) as caught:
         upgrade(f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres")

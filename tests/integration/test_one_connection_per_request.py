@@ -19,7 +19,6 @@ from fastapi import FastAPI
 from mangum import Mangum
 from sqlalchemy.orm import Session
 
-from functions.connections.handler import handler as connections_handler
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
 from functions.items.models import Item
@@ -27,7 +26,9 @@ from infra.local_stack import LocalStack
 from shared.db import get_engine
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
+from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
+from tests.fixtures.tokens import Tokens
 from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
 
 STATEMENT = re.compile(rf"app={TEST_APPLICATION_NAME} .*LOG:\s+(?:statement|execute [^:]*): (.*)")
@@ -66,8 +67,8 @@ def measure(stack: LocalStack, request: Callable[[], object]) -> tuple[int, list
     """Logins and statements that one call causes, once both servers have written them."""
     logs = ServerLogs(stack)
     # Both engines (sync for plain handlers, asyncio for FastAPI) initialised already.
-    health_handler(http_event("get_health"), LambdaTestContext())
-    items_handler(http_event("get_item"), LambdaTestContext())
+    health_handler(http_event("GET /health"), LambdaTestContext())
+    items_handler(http_event("GET /items/{item_id}"), LambdaTestContext())
     time.sleep(0.2)
     logs.mark()
     request()
@@ -77,7 +78,7 @@ def measure(stack: LocalStack, request: Callable[[], object]) -> tuple[int, list
 
 def create_item() -> None:
     body = {"sku": f"SKU-{uuid.uuid4().hex[:12]}", "name": "Counted"}
-    response = items_handler(http_event("post_items", body=body), LambdaTestContext())
+    response = items_handler(http_event("POST /items", body=body), LambdaTestContext())
     assert response["statusCode"] == 201
 
 
@@ -93,7 +94,7 @@ def test_orm_create_uses_one_login_and_one_transaction(stack: LocalStack) -> Non
 def test_read_is_one_bounded_read_only_statement_without_begin_or_commit(stack: LocalStack) -> None:
     created = body_of(
         items_handler(
-            http_event("post_items", body={"sku": f"SKU-{uuid.uuid4().hex[:12]}", "name": "Read"}),
+            http_event("POST /items", body={"sku": f"SKU-{uuid.uuid4().hex[:12]}", "name": "Read"}),
             LambdaTestContext(),
         )
     )
@@ -101,7 +102,7 @@ def test_read_is_one_bounded_read_only_statement_without_begin_or_commit(stack: 
     logins, statements = measure(
         stack,
         lambda: items_handler(
-            http_event("get_item", path=f"/items/{created['id']}"), LambdaTestContext()
+            http_event("GET /items/{item_id}", path=f"/items/{created['id']}"), LambdaTestContext()
         ),
     )
 
@@ -128,26 +129,28 @@ def test_control_expire_on_commit_costs_a_second_login(stack: LocalStack) -> Non
 
 REQUESTS: dict[str, tuple[Callable[[int], tuple[str, dict[str, Any]]], int]] = {
     # route: (event for an existing item id, exchanges after login)
-    "health": (lambda _: ("get_health", {}), 1),
-    "connections": (lambda _: ("get_connections", {}), 1),
-    "items list": (lambda _: ("get_items", {"query": "limit=5"}), 1),
-    "items get": (lambda item_id: ("get_item", {"path": f"/items/{item_id}"}), 1),
+    "health": (lambda _: ("GET /health", {}), 1),
+    "connections": (lambda _: ("GET /connections", {}), 1),
+    "items list": (lambda _: ("GET /items", {"query": "limit=5"}), 1),
+    "items get": (lambda item_id: ("GET /items/{item_id}", {"path": f"/items/{item_id}"}), 1),
     "items create": (
-        lambda _: ("post_items", {"body": {"sku": f"X-{uuid.uuid4().hex[:12]}", "name": "x"}}),
+        lambda _: ("POST /items", {"body": {"sku": f"X-{uuid.uuid4().hex[:12]}", "name": "x"}}),
         2,
     ),
     "items update": (
-        lambda item_id: ("patch_item", {"path": f"/items/{item_id}", "body": {"quantity": 2}}),
+        lambda item_id: (
+            "PATCH /items/{item_id}",
+            {"path": f"/items/{item_id}", "body": {"quantity": 2}},
+        ),
         2,
     ),
-    "items delete": (lambda item_id: ("delete_item", {"path": f"/items/{item_id}"}), 2),
+    "items delete": (lambda item_id: ("DELETE /items/{item_id}", {"path": f"/items/{item_id}"}), 2),
 }
-HANDLERS = {"get_health": health_handler, "get_connections": connections_handler}
+SERVICE_ROLE_ROUTES = {"GET /connections"}
 
 
-def invoke(name: str, **event: Any) -> dict[str, Any]:
-    handler = HANDLERS.get(name, items_handler)
-    return dict(handler(http_event(name, **event), LambdaTestContext()))
+def invoke(route: str, **event: Any) -> dict[str, Any]:
+    return dict(handler_for(route)(http_event(route, **event), LambdaTestContext()))
 
 
 @pytest.mark.parametrize("request_name", REQUESTS)
@@ -156,14 +159,17 @@ def test_reads_take_one_exchange_and_writes_two_after_the_login(
     exchange_counter: ExchangeCounter,
     monkeypatch: pytest.MonkeyPatch,
     request_name: str,
+    tokens: Tokens,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
     reset_caches()
-    created = invoke("post_items", body={"sku": f"X-{uuid.uuid4().hex[:12]}", "name": "x"})
-    invoke("get_health")  # both engines initialised: their first connection runs extra queries
+    created = invoke("POST /items", body={"sku": f"X-{uuid.uuid4().hex[:12]}", "name": "x"})
+    invoke("GET /health")  # both engines initialised: their first connection runs extra queries
     exchange_counter.reset()
     build_event, expected = REQUESTS[request_name]
     name, event = build_event(body_of(created)["id"])
+    if name in SERVICE_ROLE_ROUTES:
+        event["token"] = tokens.service_role()
 
     response = invoke(name, **event)
 
@@ -188,13 +194,15 @@ def threads_started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_fastapi_function_starts_no_thread_per_request(threads_started: list[str]) -> None:
-    created = invoke("post_items", body={"sku": f"T-{uuid.uuid4().hex[:12]}", "name": "t"})
+    created = invoke("POST /items", body={"sku": f"T-{uuid.uuid4().hex[:12]}", "name": "t"})
     path = f"/items/{body_of(created)['id']}"
     threads_started.clear()  # the deadline watchdog starts once per process
 
     for _ in range(20):
-        assert invoke("get_item", path=path)["statusCode"] == 200
-        assert invoke("patch_item", path=path, body={"quantity": 1})["statusCode"] == 200
+        assert invoke("GET /items/{item_id}", path=path)["statusCode"] == 200
+        assert (
+            invoke("PATCH /items/{item_id}", path=path, body={"quantity": 1})["statusCode"] == 200
+        )
 
     assert threads_started == []
 
@@ -208,7 +216,7 @@ def test_control_a_sync_route_starts_a_thread_per_request(threads_started: list[
 
     naive = Mangum(app, lifespan="off")
     for _ in range(3):
-        response = naive(http_event("get_item", path="/items/1"), LambdaTestContext())  # type: ignore[arg-type]
+        response = naive(http_event("GET /items/{item_id}", path="/items/1"), LambdaTestContext())  # type: ignore[arg-type]
         assert response["statusCode"] == 200
 
     assert len(threads_started) >= 3

@@ -42,8 +42,8 @@ def test_the_functions_serve_after_a_simulated_snapshot_and_restore(
     connected_before_snapshot = exchange_counter.settled()
     for hook in after:
         hook()
-    health = health_handler(http_event("get_health"), LambdaTestContext())
-    items = items_handler(http_event("get_items", query="limit=1"), LambdaTestContext())
+    health = health_handler(http_event("GET /health"), LambdaTestContext())
+    items = items_handler(http_event("GET /items", query="limit=1"), LambdaTestContext())
     reset_caches()
 
     assert connected_before_snapshot == []

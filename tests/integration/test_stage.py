@@ -1,7 +1,10 @@
 """`make secret` and `make migrate STAGE=...` against moto's Secrets Manager and the local
-stack: URLs go into the stack's secrets, migrations run over the direct URL only."""
+stack: URLs (and the legacy JWT secret) go into the stack's secrets, migrations run over the
+direct URL only."""
 
 from __future__ import annotations
+
+import io
 
 import boto3
 import psycopg
@@ -107,3 +110,49 @@ def test_migrate_refuses_a_transaction_pooler_in_direct_database_url(
 
     assert exit_code == 1
     assert capsys.readouterr().err == f"{MIGRATIONS_NEED_A_SESSION}\n"
+
+
+LEGACY_JWT_SECRET = "hunter2-legacy-jwt-secret-of-at-least-32-characters"
+
+
+@pytest.fixture
+def jwt_secret(aws: None) -> str:
+    """The legacy JWT secret `serverless deploy` creates for a stage, holding its placeholder."""
+    name = secret_name(STAGE, jwt=True)
+    boto3.client("secretsmanager").create_secret(Name=name, SecretString='{"placeholder": "x"}')
+    return name
+
+
+def test_legacy_jwt_secret_is_stored_from_stdin_unechoed(
+    jwt_secret: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{LEGACY_JWT_SECRET}\n"))
+
+    exit_code = main(["secret", "--stage", STAGE, "--jwt"])
+
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=jwt_secret)["SecretString"]
+    output = capsys.readouterr()
+    assert exit_code == 0
+    assert jwt_secret == f"serverless-python-postgres/{STAGE}/supabase-jwt-secret"
+    assert value == LEGACY_JWT_SECRET
+    assert output.out == f"stored in {jwt_secret}\n"
+    assert "hunter2" not in output.out + output.err
+
+
+@pytest.mark.parametrize(
+    "value", ["hunter2-too-short", '{"hunter2": "a JSON object, not a secret"}']
+)
+def test_what_cannot_be_a_jwt_secret_is_refused_unechoed(
+    jwt_secret: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{value}\n"))
+
+    exit_code = main(["secret", "--stage", STAGE, "--jwt"])
+
+    stored_value = boto3.client("secretsmanager").get_secret_value(SecretId=jwt_secret)
+    assert exit_code == 1
+    assert stored_value["SecretString"] == '{"placeholder": "x"}'
+    assert "hunter2" not in "".join(capsys.readouterr())

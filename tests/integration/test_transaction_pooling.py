@@ -11,10 +11,13 @@ breaking, the harness is no longer a real transaction pooler and this module fai
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, TextClause, create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -23,12 +26,15 @@ from sqlalchemy.pool import NullPool
 from infra.local_stack import LocalStack
 from shared.db import build_engine
 from shared.settings import get_settings
+from tests.fixtures.pgbouncer import admin_console, show
 from tests.fixtures.stack import TEST_POOL_SIZE
 
 CLIENTS = 8
 REQUESTS_PER_CLIENT = 20
 # psycopg prepares a statement on its 6th execution on one connection.
 STATEMENTS_PER_REQUEST = 6
+HOLD_S = 1.0  # how long each client holds its transaction while the pool is watched
+POOL_WATCH_S = 10.0
 
 QUERIES: tuple[tuple[TextClause, Callable[[int], int]], ...] = (
     (text("SELECT CAST(:n AS integer) + 1000 AS answer"), lambda n: n + 1000),
@@ -68,8 +74,49 @@ def run_workload(engine: Engine, statements_per_request: int) -> Outcome:
     return outcome
 
 
-def test_clients_outnumber_server_connections() -> None:
-    assert CLIENTS > TEST_POOL_SIZE
+@dataclass
+class PoolPeak:
+    """The most clients and server connections PgBouncer's pool held at one moment."""
+
+    clients: int = 0
+    waiting: int = 0
+    servers: int = 0
+    modes: set[str] = field(default_factory=set)
+
+
+def watch_pool(admin: psycopg.Connection[Any], database: str, done: Callable[[], bool]) -> PoolPeak:
+    """Poll `SHOW POOLS` and `SHOW SERVERS` on `database` until `done()`."""
+    peak = PoolPeak()
+    deadline = time.monotonic() + POOL_WATCH_S
+    while not done() and time.monotonic() < deadline:
+        pools = [row for row in show(admin, "POOLS") if row["database"] == database]
+        servers = [row for row in show(admin, "SERVERS") if row["database"] == database]
+        peak.clients = max(peak.clients, sum(p["cl_active"] + p["cl_waiting"] for p in pools))
+        peak.waiting = max(peak.waiting, sum(p["cl_waiting"] for p in pools))
+        peak.servers = max(peak.servers, len(servers))
+        peak.modes |= {p["pool_mode"] for p in pools}
+    return peak
+
+
+def test_clients_outnumber_server_connections(stack: LocalStack) -> None:
+    """While every client holds a transaction, PgBouncer serves them all through at most its
+    pool size of server connections: the others wait, they do not get one of their own."""
+    engine = build_engine(stack.pooler_url(), get_settings())
+
+    def hold_a_transaction(_: int) -> None:
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_sleep(:s)"), {"s": HOLD_S})
+
+    with admin_console(stack) as admin, ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        held = [pool.submit(hold_a_transaction, n) for n in range(CLIENTS)]
+        peak = watch_pool(admin, stack.config.database, lambda: all(t.done() for t in held))
+        for transaction in held:
+            transaction.result()
+
+    assert peak.modes == {"transaction"}
+    assert peak.clients == CLIENTS
+    assert 0 < peak.servers <= TEST_POOL_SIZE < CLIENTS
+    assert peak.waiting >= CLIENTS - TEST_POOL_SIZE
 
 
 @pytest.mark.parametrize("statements_per_request", [1, STATEMENTS_PER_REQUEST])

@@ -31,7 +31,7 @@ def item_count() -> int:
 def test_nul_in_a_created_item_is_422_and_writes_nothing(body: dict[str, Any], field: str) -> None:
     before = item_count()
 
-    response = invoke(http_event("post_items", body=body))
+    response = invoke(http_event("POST /items", body=body))
 
     assert response["statusCode"] == 422
     assert body_of(response)["details"][0]["loc"] == ["body", field]
@@ -41,12 +41,12 @@ def test_nul_in_a_created_item_is_422_and_writes_nothing(body: dict[str, Any], f
 @pytest.mark.parametrize(("body", "field"), NUL_BODIES)
 def test_nul_in_an_update_is_422_and_changes_nothing(body: dict[str, Any], field: str) -> None:
     created = invoke(
-        http_event("post_items", body={"sku": f"NUL-{uuid.uuid4().hex[:8]}", "name": "kept"})
+        http_event("POST /items", body={"sku": f"NUL-{uuid.uuid4().hex[:8]}", "name": "kept"})
     )
     path = f"/items/{body_of(created)['id']}"
 
-    response = invoke(http_event("patch_item", path=path, body=body))
-    after = invoke(http_event("get_item", path=path))
+    response = invoke(http_event("PATCH /items/{item_id}", path=path, body=body))
+    after = invoke(http_event("GET /items/{item_id}", path=path))
 
     assert response["statusCode"] == 422
     assert body_of(response)["details"][0]["loc"] == ["body", field]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.package import build, read_service
+from infra.package import PLATFORMS, build, read_service
+from tests.fixtures.service import FUNCTIONS
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +30,22 @@ def deployable(request: pytest.FixtureRequest) -> Path:
     """The folder `make package` leaves: serverless.yml's architecture, zips and manifest."""
     zips: dict[str, Path] = request.getfixturevalue(f"zips_{read_service().architecture}")
     return next(iter(zips.values())).parent
+
+
+@pytest.fixture(params=sorted(PLATFORMS))
+def arch(request: pytest.FixtureRequest) -> str:
+    """Each architecture the build knows."""
+    return str(request.param)
+
+
+@pytest.fixture(params=list(FUNCTIONS))
+def function(request: pytest.FixtureRequest) -> str:
+    """Each function of serverless.yml."""
+    return str(request.param)
+
+
+@pytest.fixture
+def zip_path(request: pytest.FixtureRequest, arch: str, function: str) -> Path:
+    """The function's zip, built for the architecture."""
+    zips: dict[str, Path] = request.getfixturevalue(f"zips_{arch}")
+    return zips[function]

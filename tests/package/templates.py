@@ -12,8 +12,8 @@ from typing import Any
 from infra import PROJECT_ROOT
 from infra.package import ARTIFACTS_DIR_VARIABLE
 
-ROOT = PROJECT_ROOT
-SERVERLESS = ROOT / "node_modules" / ".bin" / "serverless"
+SERVERLESS = PROJECT_ROOT / "node_modules" / ".bin" / "serverless"
+STAGE = "ci"
 # The only finding, on every route: the framework adds a DependsOn that a Ref already implies.
 FRAMEWORK_FINDINGS = ["W3005"]
 
@@ -24,7 +24,7 @@ def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("AWS_") and name != "DATABASE_URL"
+        if not name.startswith(("AWS_", "SUPABASE_")) and name != "DATABASE_URL"
     }
     env |= {
         "AWS_CONFIG_FILE": "/nonexistent",
@@ -32,8 +32,8 @@ def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str
         ARTIFACTS_DIR_VARIABLE: str(artifacts),
     }
     done = subprocess.run(
-        [str(SERVERLESS), "package", "--stage", "ci", "--package", str(output), *options],
-        cwd=ROOT,
+        [str(SERVERLESS), "package", "--stage", STAGE, "--package", str(output), *options],
+        cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
         text=True,

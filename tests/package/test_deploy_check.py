@@ -24,16 +24,18 @@ from infra.package import (
     verify,
 )
 
-ROOT = PROJECT_ROOT
 PROJECT_FILES = ("serverless.yml", "pyproject.toml", "uv.lock", "shared", "functions")
-ARCHITECTURE = read_service().architecture
+SERVICE = read_service()
+ARCHITECTURE = SERVICE.architecture
 OTHER_ARCHITECTURE = next(arch for arch in PLATFORMS if arch != ARCHITECTURE)
+EDITED, *UNTOUCHED = SERVICE.functions
+"""The function whose own source a test edits, and those it must leave current."""
 
 
 def copy_project(destination: Path) -> Path:
     """The files a build reads, copied as they are now."""
     for name in PROJECT_FILES:
-        source = ROOT / name
+        source = PROJECT_ROOT / name
         if source.is_dir():
             ignore = shutil.ignore_patterns("__pycache__")
             shutil.copytree(source, destination / name, ignore=ignore)
@@ -59,13 +61,13 @@ def test_a_source_edited_after_the_build_is_refused(tmp_path: Path) -> None:
     build(project / "dist", service=service)
     verify(project / "dist", service=service)  # the control: a fresh build passes
 
-    with (project / "functions" / "items" / "routes.py").open("a") as source:
+    with (project / EDITED.handler_file).open("a") as source:
         source.write("\n# edited after the build\n")
 
     message = refusal(project / "dist", project)
-    assert "items: sources changed" in message
-    assert "health" not in message
-    assert "connections" not in message
+    assert f"{EDITED.name}: sources changed" in message
+    for function in UNTOUCHED:
+        assert function.name not in message
     assert "make package" in message
 
 
@@ -79,7 +81,7 @@ def test_a_shared_module_edited_after_the_build_makes_every_zip_stale(
         source.write("\n# edited after the build\n")
 
     message = refusal(deployable, project)
-    functions = ", ".join(function.name for function in read_service().functions)
+    functions = ", ".join(function.name for function in SERVICE.functions)
     assert f"{functions}: sources changed" in message
 
 
@@ -124,13 +126,14 @@ def test_an_altered_or_missing_zip_is_refused(
 ) -> None:
     dist = tmp_path / "dist"
     shutil.copytree(deployable, dist)
+    zip_path = dist / f"{EDITED.name}.zip"
     if change == "altered":
-        with (dist / "health.zip").open("ab") as zip_file:
+        with zip_path.open("ab") as zip_file:
             zip_file.write(b"\0")
     else:
-        (dist / "health.zip").unlink()
+        zip_path.unlink()
 
-    assert "health: zip missing or altered" in refusal(dist)
+    assert f"{EDITED.name}: zip missing or altered" in refusal(dist)
 
 
 def test_a_folder_without_a_build_is_refused(tmp_path: Path) -> None:
@@ -147,7 +150,7 @@ def test_deploy_command_refuses_stale_zips_in_one_line(
     shutil.copytree(deployable, dist)
     monkeypatch.setenv(ARTIFACTS_DIR_VARIABLE, str(dist))
     assert main(["verify"]) == 0
-    (dist / "items.zip").write_bytes(b"an older zip")
+    (dist / f"{EDITED.name}.zip").write_bytes(b"an older zip")
 
     assert main(["verify"]) == 1
     [line] = capsys.readouterr().err.splitlines()

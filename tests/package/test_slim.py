@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy
 
 from infra import PROJECT_ROOT
-from infra.package import TASK_ROOT, read_service
+from infra.package import TASK_ROOT
 from infra.slim import (
     ELF_MAGIC,
     KEEP_SOURCE,
@@ -37,21 +37,13 @@ from infra.slim import (
     slim,
     unloadable_segments,
 )
+from tests.fixtures.service import FUNCTIONS, uses_fastapi
 
-FUNCTIONS = [function.name for function in read_service().functions]
-FASTAPI_FUNCTIONS = {"items"}
 # The issue's targets, zipped. Missed: the native libraries alone (psycopg's bundled libpq,
 # OpenSSL and Kerberos, pydantic-core) take 6.2 MiB compressed; see README, "Zip size".
 ZIPPED_TARGET = {"fastapi": 10 * 2**20, "plain": 8 * 2**20}
 PROJECT_PACKAGES = {"shared", "functions"}
 UNCHECKED_HASH_FLAGS = 0b01  # PEP 552: hash-based, source not checked
-
-
-@pytest.fixture(params=["x86_64", "arm64"])
-def zips(request: pytest.FixtureRequest) -> dict[str, Path]:
-    """Every function's zip, for each architecture in turn."""
-    built: dict[str, Path] = request.getfixturevalue(f"zips_{request.param}")
-    return built
 
 
 def libraries_in(zip_path: Path) -> dict[str, bytes]:
@@ -61,11 +53,8 @@ def libraries_in(zip_path: Path) -> dict[str, bytes]:
     return {name: data for name, data in contents.items() if data[:4] == ELF_MAGIC}
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_every_shared_library_is_stripped_and_loadable(
-    zips: dict[str, Path], function: str
-) -> None:
-    libraries = libraries_in(zips[function])
+def test_every_shared_library_is_stripped_and_loadable(zip_path: Path) -> None:
+    libraries = libraries_in(zip_path)
 
     unstripped = {name: debug_sections(data) for name, data in libraries.items()}
     unloadable = {name: unloadable_segments(data) for name, data in libraries.items()}
@@ -99,9 +88,8 @@ def test_the_load_check_refuses_what_the_loader_refuses(tmp_path: Path) -> None:
     assert unloadable_segments(as_shipped) == []
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_what_the_runtime_never_imports_is_left_out(zips: dict[str, Path], function: str) -> None:
-    with zipfile.ZipFile(zips[function]) as archive:
+def test_what_the_runtime_never_imports_is_left_out(zip_path: Path) -> None:
+    with zipfile.ZipFile(zip_path) as archive:
         entries = archive.namelist()
     left_out = tuple(path.removesuffix(".py") for path in LEFT_OUT_PATHS)
 
@@ -113,11 +101,10 @@ def test_what_the_runtime_never_imports_is_left_out(zips: dict[str, Path], funct
     assert any(n.startswith("sqlalchemy-") and n.endswith(".dist-info/METADATA") for n in entries)
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
 def test_dependencies_ship_bytecode_alone_and_the_project_its_sources(
-    zips: dict[str, Path], function: str
+    zip_path: Path, function: str
 ) -> None:
-    with zipfile.ZipFile(zips[function]) as archive:
+    with zipfile.ZipFile(zip_path) as archive:
         entries = archive.namelist()
         legacy = {
             name: archive.read(name)
@@ -139,22 +126,15 @@ def test_dependencies_ship_bytecode_alone_and_the_project_its_sources(
     assert misnamed == []
 
 
-@pytest.mark.parametrize(
-    "function",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="target missed; see README, 'Zip size' for the floor"
-            ),
-        )
-        for name in FUNCTIONS
-    ],
-)
-def test_zip_size_meets_the_target(zips: dict[str, Path], function: str) -> None:
-    target = ZIPPED_TARGET["fastapi" if function in FASTAPI_FUNCTIONS else "plain"]
+def test_zip_size_meets_the_target(
+    request: pytest.FixtureRequest, zip_path: Path, function: str
+) -> None:
+    request.applymarker(
+        pytest.mark.xfail(strict=True, reason="target missed; see README, 'Zip size' for the floor")
+    )
+    target = ZIPPED_TARGET["fastapi" if uses_fastapi(FUNCTIONS[function]) else "plain"]
 
-    assert zips[function].stat().st_size <= target
+    assert zip_path.stat().st_size <= target
 
 
 def test_slim_strips_what_the_checker_flags_and_keeps_what_runs(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """`serverless package` offline, and what the CloudFormation template it writes grants.
 
 No AWS account is reachable: the command must package with no credentials and no network,
-cfn-lint must pass on the template, the functions may read only their one secret, and no
-database URL may appear anywhere in the template.
+cfn-lint must pass on the template, the functions may read only their two secrets (the pooler
+URL and the legacy JWT secret, never the migrations' URL), and no database URL may appear
+anywhere in the template.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from typing import Any
 
 import pytest
 
-from infra import PROJECT_ROOT
-from infra.package import read_service
 from shared.settings import Settings
-from tests.package.templates import cfn_lint, serverless_package
+from tests.fixtures.service import SERVICE
+from tests.package.templates import STAGE, cfn_lint, serverless_package
 
-ROOT = PROJECT_ROOT
 SUPABASE_MICRO_POOLER_CLIENTS = 200
 
 
@@ -50,23 +49,28 @@ def test_cfn_lint_passes(template: dict[str, Any]) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_functions_may_read_only_their_one_secret(template: dict[str, Any]) -> None:
+FUNCTION_SECRETS = ("DatabaseUrlSecret", "SupabaseJwtSecret")
+
+
+def test_functions_may_read_only_their_two_secrets(template: dict[str, Any]) -> None:
     granted = [s for s in statements(template) if "secretsmanager" in json.dumps(s["Action"])]
 
     assert granted == [
         {
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue"],
-            "Resource": {"Ref": "DatabaseUrlSecret"},
+            "Resource": [{"Ref": name} for name in FUNCTION_SECRETS],
         }
     ]
     for statement in statements(template):
         assert statement["Resource"] != "*"
         assert "*" not in json.dumps(statement["Action"])
     secret_types = {
-        r["Type"] for name, r in template["Resources"].items() if name == "DatabaseUrlSecret"
+        name: r["Type"] for name, r in template["Resources"].items() if "Secret" in name
     }
-    assert secret_types == {"AWS::SecretsManager::Secret"}
+    assert secret_types == dict.fromkeys(
+        (*FUNCTION_SECRETS, "DirectDatabaseUrlSecret"), "AWS::SecretsManager::Secret"
+    )
 
 
 def test_functions_get_the_secret_arn_never_a_url(template: dict[str, Any]) -> None:
@@ -78,6 +82,9 @@ def test_functions_get_the_secret_arn_never_a_url(template: dict[str, Any]) -> N
         variables = function["Environment"]["Variables"]
         assert variables["DATABASE_SECRET_ARN"] == {"Ref": "DatabaseUrlSecret"}
         assert not {"DATABASE_URL", "DIRECT_DATABASE_URL"} & set(variables)
+        # Unless the stage opts in, HS256 tokens are refused: no legacy secret to check them.
+        assert variables["SUPABASE_JWT_SECRET_ARN"] == ""
+        assert variables["SUPABASE_URL"] == ""
     for forbidden in ("postgres://", "postgresql://", '"SecretString"'):
         assert forbidden not in text
 
@@ -97,7 +104,7 @@ def test_functions_fit_the_timeouts_the_runtime_and_the_pooler(
         )
         assert function["Timeout"] > connect_s + statement_s
         assert function["Runtime"] == runtime  # the tests run on the Lambda runtime's Python
-        assert function["Architectures"] == [read_service().architecture]
+        assert function["Architectures"] == [SERVICE.architecture]
         assert function["ReservedConcurrentExecutions"] >= 1
     assert sum(f["ReservedConcurrentExecutions"] for f in functions) < SUPABASE_MICRO_POOLER_CLIENTS
 
@@ -107,3 +114,43 @@ def test_every_route_has_its_log_retention(template: dict[str, Any]) -> None:
 
     assert len(log_groups) == len(resources(template, "AWS::Lambda::Function"))
     assert all(group["RetentionInDays"] > 0 for group in log_groups.values())
+
+
+def test_the_http_api_routes_each_declared_route_to_its_function(template: dict[str, Any]) -> None:
+    names = {
+        logical_id: function["FunctionName"]
+        for logical_id, function in resources(template, "AWS::Lambda::Function").items()
+    }
+    integrated = {
+        logical_id: names[integration["IntegrationUri"]["Fn::GetAtt"][0]]
+        for logical_id, integration in resources(template, "AWS::ApiGatewayV2::Integration").items()
+    }
+
+    routed = {
+        route["RouteKey"]: integrated[route["Target"]["Fn::Join"][1][1]["Ref"]]
+        for route in resources(template, "AWS::ApiGatewayV2::Route").values()
+    }
+
+    assert routed == {
+        route.key: f"{SERVICE.name}-{STAGE}-{function.name}"
+        for route, function in SERVICE.routes.items()
+    }
+
+
+def test_a_stage_names_its_supabase_project_and_may_opt_into_the_legacy_secret(
+    deployable: Path, tmp_path: Path
+) -> None:
+    template = serverless_package(
+        tmp_path,
+        deployable,
+        "--param=supabaseUrl=https://abcdefghijklmnop.supabase.co",
+        "--param=legacyJwtSecret=true",
+    )
+
+    for function in resources(template, "AWS::Lambda::Function").values():
+        variables = function["Environment"]["Variables"]
+        assert variables["SUPABASE_URL"] == "https://abcdefghijklmnop.supabase.co"
+        assert variables["SUPABASE_JWT_SECRET_ARN"] == {"Ref": "SupabaseJwtSecret"}
+    placeholder = template["Resources"]["SupabaseJwtSecret"]["Properties"]["GenerateSecretString"]
+    # A JSON object: the functions read it as "not set" (shared/auth.py), never as a secret.
+    assert json.loads(placeholder["SecretStringTemplate"])

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -28,30 +27,38 @@ import pytest
 
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
-from infra.package import read_service
+from infra.package import PLATFORMS
 from infra.slim import left_out_modules
 from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import (
-    EVENTS_DIR,
+    LambdaTestContext,
+    authorized,
     function_url_event,
     http_event,
     rest_event,
     stored_event,
 )
+from tests.fixtures.service import (
+    BODY_METHODS,
+    FUNCTIONS,
+    SERVICE,
+    handler_of,
+    read_route,
+    uses_fastapi,
+    verifies_tokens,
+)
+from tests.fixtures.stack import free_port
+from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
-ROOT = PROJECT_ROOT
-SERVICE = read_service()
-FUNCTIONS = [function.name for function in SERVICE.functions]
 LAMBDA_ZIPPED_LIMIT = 50 * 2**20  # direct upload
 LAMBDA_UNZIPPED_LIMIT = 250 * 2**20
-ELF_MACHINE = {"x86_64": 62, "arm64": 183}
-FASTAPI_FUNCTIONS = {"items"}
+ELF_MACHINE = {"x86_64": 62, "aarch64": 183}
 
 
 def locked_version(package: str) -> str:
-    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    lock = tomllib.loads((PROJECT_ROOT / "uv.lock").read_text())
     [version] = [p["version"] for p in lock["package"] if p["name"] == package]
     return str(version)
 
@@ -65,40 +72,32 @@ def top_level(zip_path: Path) -> set[str]:
     return {name.split("/", 1)[0] for name in names(zip_path)}
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_zip_holds_only_what_the_function_needs(
-    request: pytest.FixtureRequest, arch: str, function: str
-) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
+def test_zip_holds_only_what_the_function_needs(zip_path: Path, function: str) -> None:
     entries = names(zip_path)
     roots = top_level(zip_path)
+    declared = FUNCTIONS[function]
 
-    assert f"functions/{function}/handler.py" in entries
+    assert declared.handler_file.as_posix() in entries
     assert {n.split("/")[1] for n in entries if n.startswith("functions/")} == {
         "__init__.py",
         "__pycache__",
-        function,
+        declared.code_dir.name,
     }
     assert roots.isdisjoint({"tests", "infra", "node_modules", ".local", "docs", "dist", "bin"})
     assert roots.isdisjoint({"boto3", "botocore", "s3transfer"})  # the runtime provides them
     assert not any(n.endswith((".md", ".toml", ".lock")) for n in entries if "/" not in n)
-    uses_fastapi = function in FASTAPI_FUNCTIONS
-    assert ({"fastapi", "mangum", "starlette"} <= roots) == uses_fastapi
-    assert ("fastapi" in roots) == uses_fastapi
+    ships_fastapi = uses_fastapi(FUNCTIONS[function])
+    assert ({"fastapi", "mangum", "starlette"} <= roots) == ships_fastapi
+    assert ("fastapi" in roots) == ships_fastapi
+    assert ({"jwt", "cryptography"} <= roots) == verifies_tokens(FUNCTIONS[function])
     assert zip_path.stat().st_size < LAMBDA_ZIPPED_LIMIT
     with zipfile.ZipFile(zip_path) as archive:
         assert sum(i.file_size for i in archive.infolist()) < LAMBDA_UNZIPPED_LIMIT
 
 
-@pytest.mark.parametrize("arch", ["x86_64", "arm64"])
-@pytest.mark.parametrize("function", FUNCTIONS)
-def test_psycopg_is_the_locked_binary_build_for_the_architecture(
-    request: pytest.FixtureRequest, arch: str, function: str
-) -> None:
-    zip_path: Path = request.getfixturevalue(f"zips_{arch}")[function]
+def test_psycopg_is_the_locked_binary_build_for_the_architecture(zip_path: Path, arch: str) -> None:
     version = locked_version("psycopg-binary")
-    machine = "aarch64" if arch == "arm64" else "x86_64"
+    machine = PLATFORMS[arch].split("-")[0]  # the wheel tag's machine: aarch64, x86_64
 
     with zipfile.ZipFile(zip_path) as archive:
         wheel = archive.read(f"psycopg_binary-{version}.dist-info/WHEEL").decode()
@@ -110,10 +109,9 @@ def test_psycopg_is_the_locked_binary_build_for_the_architecture(
     assert libraries
     for header in headers:
         assert header[:4] == b"\x7fELF"
-        assert int.from_bytes(header[18:20], "little") == ELF_MACHINE[arch]
+        assert int.from_bytes(header[18:20], "little") == ELF_MACHINE[machine]
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
 def test_every_module_ships_bytecode_for_the_runtime(
     zips_x86_64: dict[str, Path], function: str
 ) -> None:
@@ -150,26 +148,43 @@ def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 def invoke_from_zip(
     task_root: Path,
-    events: list[Path],
+    events: list[dict[str, Any]],
     database_url: str,
+    work: Path,
+    supabase_url: str = "",
     *,
-    module: str | None = None,
+    handler: str | None = None,
     trace: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Invoke a function's handler with a Python of the runtime's version that sees only
-    its zip (unpacked at `task_root`, named after the function); `trace`: where the invoker
-    writes the modules imported and the imports nothing satisfied."""
-    module = module or f"functions.{task_root.name}.handler"
+    """Invoke a function's handler (`handler`, "module:attribute", else serverless.yml's) with
+    a Python of the runtime's version that sees only its zip (unpacked at `task_root`, named
+    after the function); `trace`: where the invoker writes the modules imported and the
+    imports nothing satisfied."""
+    if handler is None:
+        declared = FUNCTIONS[task_root.name]
+        handler = f"{declared.handler_module}:{declared.handler_name}"
+    event_files = []
+    for number, event in enumerate(events):
+        event_files.append(work / f"{task_root.name}-event-{number}.json")
+        event_files[-1].write_text(json.dumps(event))
     base_python = getattr(sys, "_base_executable", sys.executable)
     done = subprocess.run(
         # -S: no site-packages; -B: write no bytecode, as on Lambda's read-only task root
         # (where root, running these tests, would ignore the folder's permissions).
-        [base_python, "-S", "-B", str(ZIP_INVOKER), module, *map(str, events)],
+        [
+            base_python,
+            "-S",
+            "-B",
+            str(ZIP_INVOKER),
+            handler,
+            *map(str, event_files),
+        ],
         cwd=task_root,
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(task_root),
             "DATABASE_URL": database_url,
+            "SUPABASE_URL": supabase_url,
             "POWERTOOLS_SERVICE_NAME": "smoke",
             # No falling back to a libpq this machine happens to have: Lambda has none.
             "PSYCOPG_IMPL": "binary",
@@ -204,46 +219,28 @@ def test_smoke_python_is_the_runtime_version() -> None:
     assert version == SERVICE.python_version
 
 
-def test_health_zip_answers_from_the_pooler(unpacked: Path, database: LocalStack) -> None:
-    [response] = invoke_from_zip(
-        unpacked / "health",
-        [EVENTS_DIR / "get_health.json"],
-        database.pooler_url(),
-    )
-
-    assert response["statusCode"] == 200
-    assert json.loads(response["body"]) == {"status": "ok", "database": "reachable"}
-
-
-def test_connections_zip_answers_from_the_pooler(unpacked: Path, database: LocalStack) -> None:
-    [response] = invoke_from_zip(
-        unpacked / "connections",
-        [EVENTS_DIR / "get_connections.json"],
-        database.pooler_url(),
-    )
-
-    assert response["statusCode"] == 200
-    assert json.loads(response["body"])["max_connections"] > 0
-
-
-def test_items_zip_creates_and_reads_through_the_pooler(
-    unpacked: Path, database: LocalStack, tmp_path: Path
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_zip_answers_through_the_pooler_as_the_source_does(
+    unpacked: Path, database: LocalStack, tokens: Tokens, tmp_path: Path, function: str
 ) -> None:
-    sku = f"ZIP-{os.urandom(4).hex()}"
-    create = json.loads((EVENTS_DIR / "post_items.json").read_text())
-    create["body"] = json.dumps({"sku": sku, "name": "From the zip"})
-    create_file = tmp_path / "create.json"
-    create_file.write_text(json.dumps(create))
+    route = read_route(FUNCTIONS[function])
+    # A service_role token reads every function; a forged one and none show the zip verifies.
+    events = [
+        http_event(route, token=tokens.service_role()),
+        http_event(route, token=tokens.forged("alg none", role="service_role")),
+        http_event(route),
+    ]
+    from_source = [handler_of(FUNCTIONS[function])(e, LambdaTestContext()) for e in events]
 
-    created, listed = invoke_from_zip(
-        unpacked / "items",
-        [create_file, EVENTS_DIR / "get_items.json"],
-        database.pooler_url(),
+    from_zip = invoke_from_zip(
+        unpacked / function, events, database.pooler_url(), tmp_path, tokens.supabase_url
     )
 
-    assert created["statusCode"] == 201
-    assert json.loads(created["body"])["sku"] == sku
-    assert listed["statusCode"] == 200
+    assert [r["statusCode"] for r in from_zip] == [r["statusCode"] for r in from_source]
+    assert from_zip[0]["statusCode"] < 500
+    assert json.loads(from_zip[0]["body"]).keys() == json.loads(from_source[0]["body"]).keys()
+    if verifies_tokens(FUNCTIONS[function]):
+        assert from_zip[1]["statusCode"] == 401
 
 
 TRIED_AND_HANDLED = {"pydantic.v1"}
@@ -262,59 +259,69 @@ def left_out_tried(trace: Path) -> set[str]:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+# Example bodies for the sample's writes, so the trace covers a create and an update that
+# succeed; any other write route gets an empty body (a 422, the validation path).
+EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
+    "POST /items": {"sku": "TRACE-1", "name": "Traced"},
+    "PATCH /items/{item_id}": {"quantity": 2},
+}
 
 
-def write_events(folder: Path, events: dict[str, dict[str, Any]]) -> list[Path]:
-    folder.mkdir()
-    for name, event in events.items():
-        (folder / f"{name}.json").write_text(json.dumps(event))
-    return [folder / f"{name}.json" for name in events]
+def served_events(row_id: int, token: str) -> list[dict[str, Any]]:
+    """Every declared route (reads before writes, the delete last), bad input, the read route
+    as a REST and a function URL event, and an SQS message: the paths a function can take."""
+    routes = sorted(SERVICE.routes, key=lambda route: (route.method == "DELETE", route.method))
+    events = [
+        http_event(
+            route,
+            params=dict.fromkeys(route.parameters, row_id),
+            body=EXAMPLE_BODIES.get(route.key, {}) if route.method in BODY_METHODS else None,
+            token=token,
+        )
+        for route in routes
+    ]
+    read = next(r for r in routes if r.method == "GET" and r.parameters)
+    path = http_event(read, params=dict.fromkeys(read.parameters, row_id))["rawPath"]
+    return [
+        *events,
+        http_event(routes[0], raw_body="{not json", token=token),
+        authorized(rest_event("GET", path), token),
+        authorized(function_url_event("GET", path), token),
+        stored_event("sqs"),
+    ]
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
 def test_no_function_imports_what_its_zip_leaves_out(
-    unpacked: Path, database: LocalStack, tmp_path: Path, function: str
+    unpacked: Path, database: LocalStack, tokens: Tokens, tmp_path: Path, function: str
 ) -> None:
-    """Every kind of request, bad input, and a database that is down: the code paths a
-    function can take, in one traced process each, every function handed every event."""
+    """Every kind of request, bad input, and a database that is down, in one traced process
+    each, every function handed every event."""
     with psycopg.connect(database.pooler_url(), autocommit=True) as conn:
-        [(item_id,)] = conn.execute(
+        [(row_id,)] = conn.execute(
             "INSERT INTO items (sku, name) VALUES (%s, 'traced') RETURNING id",
             [f"TRACE-{os.urandom(4).hex()}"],
         ).fetchall()
-    item = f"/items/{item_id}"
-    served = write_events(
-        tmp_path / "served",
-        {
-            "create": http_event(
-                "post_items", body={"sku": f"TRACE-{os.urandom(4).hex()}", "name": "Traced"}
-            ),
-            "invalid": http_event("post_items", body={"sku": ""}),
-            "list": http_event("get_items", query="limit=2"),
-            "read": http_event("get_item", path=item),
-            "read_rest": rest_event("GET", item),
-            "read_url": function_url_event("GET", item),
-            "update": http_event("patch_item", path=item, body={"quantity": 2}),
-            "delete": http_event("delete_item", path=item),
-            "missing": http_event("get_item", path=item),
-            **{name: stored_event(name) for name in ("get_health", "get_connections", "sqs")},
-        },
-    )
-    down = write_events(
-        tmp_path / "down",
-        {name: stored_event(name) for name in ("get_health", "get_connections", "get_item")},
-    )
+    served = served_events(row_id, tokens.service_role())
+    down = [http_event(read_route(f), token=tokens.service_role()) for f in FUNCTIONS.values()]
     closed = database.pooler_url().replace(f":{database.config.pooler_port}/", f":{free_port()}/")
 
     answered = invoke_from_zip(
-        unpacked / function, served, database.pooler_url(), trace=tmp_path / "served.json"
+        unpacked / function,
+        served,
+        database.pooler_url(),
+        tmp_path,
+        tokens.supabase_url,
+        trace=tmp_path / "served.json",
     )
-    unavailable = invoke_from_zip(unpacked / function, down, closed, trace=tmp_path / "down.json")
+    unavailable = invoke_from_zip(
+        unpacked / function,
+        down,
+        closed,
+        tmp_path,
+        tokens.supabase_url,
+        trace=tmp_path / "down.json",
+    )
 
     assert all(response["statusCode"] < 500 for response in answered)
     assert 503 in [response["statusCode"] for response in unavailable]
@@ -339,6 +346,8 @@ def test_the_import_trace_sees_a_caught_import_of_a_left_out_module(tmp_path: Pa
         "handler = None\n"
     )
 
-    invoke_from_zip(tmp_path, [], "", module="probe", trace=tmp_path / "trace.json")
+    invoke_from_zip(
+        tmp_path, [], "", tmp_path, handler="probe:handler", trace=tmp_path / "trace.json"
+    )
 
     assert left_out_tried(tmp_path / "trace.json") == {"aws_lambda_powertools.utilities.parameters"}

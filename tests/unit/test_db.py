@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
 from sqlalchemy.pool import NullPool, QueuePool
 
 from shared.database_url import detect_mode, to_sqlalchemy_url
 from shared.db import build_engine, pool_size_per_instance
-from shared.driver import PoolerConnection
 from shared.errors import DatabaseConfigError
 from shared.settings import ConnectionMode, Settings
+from tests.fixtures.engines import connect_params
 
 REF = "abcdefghijklmnopqrst"
 PASSWORD = "p@ss:w/rd"
@@ -25,28 +24,8 @@ SUPABASE_DIRECT = f"postgresql://postgres:{ESCAPED}@db.{REF}.supabase.co:5432/po
 LOCAL_POOLER = f"postgresql://postgres:{ESCAPED}@127.0.0.1:6543/postgres"
 
 
-class Captured(Exception):
-    """Raised instead of connecting, carrying what psycopg.connect would have received."""
-
-    def __init__(self, cparams: dict[str, Any]) -> None:
-        self.cparams = cparams
-
-
 def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **overrides)
-
-
-def connect_params(engine: Engine) -> dict[str, Any]:
-    """The keyword arguments the engine passes to psycopg's connect, without connecting."""
-
-    def capture(_timeout_ms: int, **params: Any) -> None:
-        raise Captured(params)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PoolerConnection, "open", capture)
-        with pytest.raises(Captured) as caught:
-            engine.connect()
-    return caught.value.cparams
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])

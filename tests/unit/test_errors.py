@@ -109,4 +109,8 @@ def test_validation_details_do_not_echo_the_input() -> None:
 
 @pytest.mark.parametrize(("status", "code"), [(404, "not_found"), (405, "method_not_allowed")])
 def test_framework_errors_keep_their_status(status: int, code: str) -> None:
-    assert http_error(status, "x").body == {"code": code, "message": "x"}
+    response = http_error(status, "x", {"Allow": "GET"})
+
+    assert response.status_code == status
+    assert response.body == {"code": code, "message": "x"}
+    assert response.headers == {"Allow": "GET"}

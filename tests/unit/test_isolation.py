@@ -19,7 +19,6 @@ from infra import PROJECT_ROOT
 from shared.settings import ENV_FILE_VARIABLE, Settings, get_settings
 from tests.conftest import environment_outside_the_session
 
-ROOT = PROJECT_ROOT
 HOSTILE_ENV_FILE = """
 DB_MODE=session
 DB_STATEMENT_TIMEOUT_MS=1
@@ -35,13 +34,17 @@ HOSTILE_VARIABLES = {
     "AWS_ACCESS_KEY_ID": "AKIAHOSTILEHOSTILE00",
     "AWS_SECRET_ACCESS_KEY": "hostile",
     "AWS_DEFAULT_REGION": "ap-south-1",
+    "SUPABASE_URL": "https://hostile.supabase.co",
+    "SUPABASE_JWT_SECRET_ARN": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:jwt",
+    "AUTH_JWKS_TIMEOUT_S": "9",
 }
 # What the issue saw fail after `cp .env.example .env`, and the probe below.
 CHILD_TESTS = [
     "tests/unit/test_settings.py",
     "tests/unit/test_secrets.py",
     "tests/unit/test_db.py",
-    f"{Path(__file__).relative_to(ROOT)}::test_the_session_sees_no_user_settings",
+    "tests/unit/test_auth.py",
+    f"{Path(__file__).relative_to(PROJECT_ROOT)}::test_the_session_sees_no_user_settings",
 ]
 
 
@@ -57,17 +60,20 @@ def test_the_session_sees_no_user_settings() -> None:
     for name in ("db_mode", "db_connect_timeout", "db_statement_timeout_ms", "db_instances"):
         assert getattr(settings, name) == defaults[name].default, name
     assert settings.database_secret_arn is None
+    assert settings.supabase_jwt_secret_arn is None
+    # None, or the session's own JWKS once a test has asked for `tokens`.
+    assert (settings.supabase_url or "http://127.0.0.1").startswith("http://127.0.0.1")
     assert boto3.Session().get_credentials() is None
 
 
 def hostile_folder(tmp_path: Path) -> Path:
-    (tmp_path / ".env").write_text((ROOT / ".env.example").read_text() + HOSTILE_ENV_FILE)
+    (tmp_path / ".env").write_text((PROJECT_ROOT / ".env.example").read_text() + HOSTILE_ENV_FILE)
     return tmp_path
 
 
 def hostile_environment() -> dict[str, str]:
     """This process's environment, without the session's isolation, plus hostile values."""
-    return environment_outside_the_session() | HOSTILE_VARIABLES | {"PYTHONPATH": str(ROOT)}
+    return environment_outside_the_session() | HOSTILE_VARIABLES | {"PYTHONPATH": str(PROJECT_ROOT)}
 
 
 def test_control_the_hostile_values_reach_settings_outside_the_tests(tmp_path: Path) -> None:
@@ -99,13 +105,13 @@ def test_a_hostile_env_file_and_environment_change_nothing_in_the_session(
             "-m",
             "pytest",
             "--rootdir",
-            str(ROOT),
+            str(PROJECT_ROOT),
             "-c",
-            str(ROOT / "pyproject.toml"),
+            str(PROJECT_ROOT / "pyproject.toml"),
             "-p",
             "no:cacheprovider",
             "-rA",
-            *(str(ROOT / test) for test in CHILD_TESTS),
+            *(str(PROJECT_ROOT / test) for test in CHILD_TESTS),
         ],
         cwd=hostile_folder(tmp_path),
         env=hostile_environment(),

@@ -105,7 +105,7 @@ def test_each_route_declares_its_errors_with_the_error_body(
 
 
 def invoke(method: str, path: str) -> dict[str, Any]:
-    event = http_event("get_item", path=path)
+    event = http_event("GET /items/{item_id}", path=path)
     event["requestContext"]["http"]["method"] = method
     return handler(event, LambdaTestContext())
 

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from infra import PROJECT_ROOT
-
-ROOT = PROJECT_ROOT
+from infra.migrate import alembic_config
 
 
 def planned(*args: str) -> list[str]:
     """The commands `make` would run for these arguments, installation steps left out."""
     done = subprocess.run(
         ["make", "--no-print-directory", "-n", *args],
-        cwd=ROOT,
+        cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         check=True,
@@ -39,7 +40,7 @@ def test_deploy_and_package_rebuild_then_verify_right_before_serverless(
 
 
 def test_the_architecture_is_not_a_make_variable() -> None:
-    text = (ROOT / "Makefile").read_text()
+    text = (PROJECT_ROOT / "Makefile").read_text()
 
     assert "ARCH" not in text
     assert "LAMBDA_ARCHITECTURE" not in text
@@ -58,7 +59,9 @@ def test_migration_autogenerates_a_revision_with_the_message() -> None:
 
 
 def test_migration_without_a_message_says_how_to_give_one() -> None:
-    done = subprocess.run(["make", "-n", "migration"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        ["make", "-n", "migration"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
 
     assert done.returncode != 0
     assert 'make migration MSG="add orders"' in done.stderr
@@ -68,3 +71,57 @@ def test_unit_target_deselects_every_test_that_needs_a_server_or_a_build() -> No
     [command] = planned("test-unit")
 
     assert command.endswith('pytest -m "not (integration or e2e or package)"')
+
+
+def test_function_scaffolds_with_a_kind_only_when_one_is_given() -> None:
+    assert planned("function", "NAME=orders")[-1].endswith("python -m infra.scaffold orders")
+    assert planned("function", "NAME=orders", "KIND=plain")[-1].endswith(
+        "python -m infra.scaffold orders --kind plain"
+    )
+
+
+def test_function_without_a_name_says_how_to_give_one() -> None:
+    done = subprocess.run(
+        ["make", "-n", "function"], cwd=PROJECT_ROOT, capture_output=True, text=True
+    )
+
+    assert done.returncode != 0
+    assert "make function NAME=orders" in done.stderr
+
+
+def branch_arguments(function: str) -> str:
+    """The Alembic arguments `make migration FUNCTION=...` picks, chosen by `alembic heads`."""
+    command = planned("migration", "MSG=m", f"FUNCTION={function}")[-1]
+    choice = command[command.index("$(") + 2 : command.rindex(")")]
+    done = subprocess.run(["bash", "-c", choice], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_a_functions_first_migration_starts_its_own_branch_and_later_ones_extend_it() -> None:
+    scripts = ScriptDirectory.from_config(alembic_config())
+    [existing, *_] = [
+        label for script in scripts.walk_revisions() for label in script.branch_labels
+    ]
+
+    assert branch_arguments("not_a_branch") == "--head base --branch-label not_a_branch"
+    assert branch_arguments(existing) == f"--head {existing}@head"
+
+
+def test_secret_jwt_stores_the_legacy_jwt_secret() -> None:
+    assert planned("secret", "STAGE=ci", "SECRET=jwt")[-1].endswith(
+        "python -m infra.stage secret --stage ci --jwt"
+    )
+
+
+def test_token_takes_user_and_role_from_the_command_line_only() -> None:
+    user = "7d3f1c2e-0000-4000-8000-000000000001"
+    env = {**os.environ, "USER": "root"}  # the shell's login name is not a user id
+
+    given = planned("token", f"USER={user}", "ROLE=service_role")[-1]
+    default = subprocess.run(
+        ["make", "--no-print-directory", "-n", "token"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()[-1]  # fmt: skip
+
+    assert given.endswith(f"python -m infra.local_auth token --user {user} --role service_role")
+    assert default.rstrip().endswith("python -m infra.local_auth token")

@@ -6,8 +6,11 @@ import os
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.pool import NullPool
 
+from shared.db import forget_engines, get_engine
 from shared.settings import ConnectionMode, Settings, get_settings
+from tests.fixtures.engines import connect_params
 
 
 @pytest.fixture(autouse=True)
@@ -18,13 +21,32 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     get_settings.cache_clear()
 
 
-def test_defaults_are_safe_for_a_transaction_pooler() -> None:
-    settings = Settings(_env_file=None)
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres.ref:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres",
+        "postgresql://app:pw@db.internal.example:5432/app",  # nothing tells: transaction mode
+    ],
+)
+def test_defaults_are_safe_for_a_transaction_pooler(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """With DATABASE_URL alone, the functions' engine holds no pool, never prepares a
+    statement and gives up connecting quickly."""
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    forget_engines()
+    try:
+        engine = get_engine()
+        params = connect_params(engine)
+    finally:
+        forget_engines()
 
-    assert settings.db_mode is ConnectionMode.AUTO
-    assert settings.db_connect_timeout <= 5
-    assert settings.db_application_name == "local"
-    assert settings.database_url is None
+    assert Settings(_env_file=None).db_mode is ConnectionMode.AUTO
+    assert isinstance(engine.pool, NullPool)
+    assert params["prepare_threshold"] is None
+    assert params["connect_timeout"] <= 5
+    assert params["application_name"] == "local"
 
 
 def test_environment_is_read_and_the_url_kept_secret(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,20 +1,18 @@
-"""The local stack's PgBouncer config per version, and where it finds the servers on Debian
-and macOS; no servers are started (binary discovery runs against fake directory trees)."""
+"""The local stack's settings, PgBouncer's config per version, and where it finds the servers
+on Debian and macOS; no servers are started (binary discovery runs against fake trees)."""
 
 from __future__ import annotations
 
 import configparser
+import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from infra.local_stack import (
-    StackConfig,
-    find_binaries,
-    parse_pgbouncer_version,
-    pgbouncer_ini,
-)
+from infra.local_stack import StackConfig, StackError, config_from_env
+from infra.local_stack.binaries import find_binaries
+from infra.local_stack.pgbouncer import parse_pgbouncer_version, pgbouncer_ini
 
 # `pgbouncer --version` as Debian 12 and a build of 1.25.2 print it.
 PGBOUNCER_1_18 = """PgBouncer 1.18.0
@@ -39,7 +37,7 @@ def settings_of(ini: str) -> dict[str, str]:
 def ini_for(version_output: str, server_login_retry: int = 1) -> dict[str, str]:
     stack = StackConfig(state_dir=Path("/state"), server_login_retry=server_login_retry)
     version = parse_pgbouncer_version(version_output)
-    return settings_of(pgbouncer_ini(stack, version, Path("/state/u.txt"), Path("/state/p.log")))
+    return settings_of(pgbouncer_ini(stack, version))
 
 
 @pytest.mark.parametrize(
@@ -57,16 +55,20 @@ def test_version_is_read_from_pgbouncer_version_output(
     assert parse_pgbouncer_version(output) == version
 
 
-def test_pgbouncer_1_18_gets_no_setting_it_does_not_know() -> None:
-    settings = ini_for(PGBOUNCER_1_18)
+@pytest.mark.parametrize("output", [PGBOUNCER_1_18, "PgBouncer 1.20.1\n"])
+def test_pgbouncer_before_1_21_gets_no_setting_it_does_not_know(output: str) -> None:
+    settings = ini_for(output)
 
-    assert "max_prepared_statements" not in settings  # 1.18 would refuse to start
+    assert "max_prepared_statements" not in settings  # they would refuse to start
     assert settings["pool_mode"] == "transaction"
     assert settings["auth_type"] == "scram-sha-256"
 
 
-def test_pgbouncer_1_25_keeps_prepared_statements_off_like_supavisor() -> None:
-    settings = ini_for(PGBOUNCER_1_25)
+@pytest.mark.parametrize("output", [PGBOUNCER_1_25, "PgBouncer 1.21.0\n"])
+def test_pgbouncer_1_21_and_later_keeps_prepared_statements_off_like_supavisor(
+    output: str,
+) -> None:
+    settings = ini_for(output)
 
     # 1.24+ defaults to 200, which would let psycopg's prepared statements through.
     assert settings["max_prepared_statements"] == "0"
@@ -98,9 +100,9 @@ def test_homebrew_keg_only_postgresql_and_linked_pgbouncer_are_found(
     found = find_binaries(root=tmp_path, search_path="")
 
     assert found is not None
-    assert found.pg_bindir == initdb.parent
+    assert found.initdb == str(initdb)
     assert found.pg_ctl == str(initdb.parent / "pg_ctl")
-    assert found.pgbouncer == pgbouncer
+    assert found.pgbouncer == str(pgbouncer)
 
 
 def test_the_newest_postgresql_wins_and_debian_comes_first(tmp_path: Path) -> None:
@@ -114,21 +116,28 @@ def test_the_newest_postgresql_wins_and_debian_comes_first(tmp_path: Path) -> No
     debian = find_binaries(root=tmp_path, search_path="")
 
     assert homebrew is not None
-    assert homebrew.pg_bindir == tmp_path / "opt/homebrew/opt/postgresql@17/bin"
+    assert homebrew.initdb == str(tmp_path / "opt/homebrew/opt/postgresql@17/bin/initdb")
     assert debian is not None
-    assert debian.pg_bindir == debian_initdb.parent
-    assert debian.pgbouncer == debian_pgbouncer
+    assert debian.pg_ctl == str(debian_initdb.parent / "pg_ctl")
+    assert debian.pgbouncer == str(debian_pgbouncer)
 
 
 def test_programs_on_path_win_over_fixed_locations(tmp_path: Path) -> None:
     executable(tmp_path / "opt/homebrew/opt/postgresql@16/bin/initdb")
     executable(tmp_path / "opt/homebrew/bin/pgbouncer")
     source_build = executable(tmp_path / "home/me/pgbouncer-1.25.2/pgbouncer")
+    postgres_build = executable(tmp_path / "home/me/postgresql-17/bin/initdb")
+    linked = tmp_path / "home/me/bin/initdb"
+    linked.parent.mkdir()
+    linked.symlink_to(postgres_build)
 
-    found = find_binaries(root=tmp_path, search_path=str(source_build.parent))
+    path = os.pathsep.join([str(source_build.parent), str(linked.parent)])
+    found = find_binaries(root=tmp_path, search_path=path)
 
     assert found is not None
-    assert found.pgbouncer == source_build
+    assert found.pgbouncer == str(source_build)
+    # The link leads to its installation, where pg_ctl lies beside initdb.
+    assert found.pg_ctl == str(postgres_build.resolve().parent / "pg_ctl")
 
 
 @pytest.mark.parametrize(
@@ -140,3 +149,35 @@ def test_either_program_missing_means_not_found(tmp_path: Path, present: list[st
         executable(tmp_path / path)
 
     assert find_binaries(root=tmp_path, search_path="") is None
+
+
+def test_the_dev_stack_takes_its_settings_from_the_environment() -> None:
+    config = config_from_env(
+        {
+            "LOCAL_STACK_STATE_DIR": "/srv/stack",
+            "LOCAL_POSTGRES_PORT": "15432",
+            "LOCAL_POOLER_PORT": "16543",
+            "LOCAL_DB_PASSWORD": "s3cret",
+        }
+    )
+    defaults = config_from_env({})
+
+    assert (config.state_dir, config.postgres_port, config.pooler_port, config.password) == (
+        Path("/srv/stack"),
+        15432,
+        16543,
+        "s3cret",
+    )
+    # Supabase local's direct port and Supavisor's transaction-mode port, as the README says.
+    assert (defaults.postgres_port, defaults.pooler_port) == (54322, 6543)
+
+
+@pytest.mark.parametrize("variable", ["LOCAL_POSTGRES_PORT", "LOCAL_POOLER_PORT"])
+def test_a_port_that_is_not_a_number_names_its_variable(variable: str) -> None:
+    with pytest.raises(StackError, match=f"^{variable} must be a port number, not 'x1'$"):
+        config_from_env({variable: "x1"})
+
+
+def test_clashing_ports_are_refused_before_anything_starts() -> None:
+    with pytest.raises(ValueError, match="must differ"):
+        StackConfig(state_dir=Path("/state"), postgres_port=6543, pooler_port=6543)

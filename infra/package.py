@@ -14,9 +14,12 @@ can neither install Linux wheels for another architecture nor ship bytecode. Eac
   wheels for aarch64; older platform tags would silently fall back to psycopg 3.2);
 - each package's `.dist-info` (SQLAlchemy refuses a psycopg whose version reads 0.0.0.0);
 - no boto3: the Lambda runtime provides it;
-- `.pyc` files compiled by the runtime's Python version with unchecked hashes: Lambda's code
-  directory is read-only, so without them Python compiles every module at every cold start,
-  which more than doubles the import time of a FastAPI function.
+- bytecode compiled by the runtime's Python version with unchecked hashes: Lambda's code
+  directory is read-only, so without it Python compiles every module at every cold start,
+  which more than doubles the import time of a FastAPI function. The dependencies ship it
+  alone, `mod.pyc` where `mod.py` was (a third smaller zipped; a library's traceback lines
+  then show file and line number without the source text), except `infra.slim.KEEP_SOURCE`;
+  the project's own code keeps its sources beside `__pycache__`, so its tracebacks show lines.
 
 The architecture is serverless.yml's `provider.architecture`, and nothing else: `--arch` only
 confirms it. Each build replaces the previous one and writes `manifest.json` beside the zips:
@@ -48,13 +51,14 @@ from typing import Any
 import yaml
 
 from infra import PROJECT_ROOT
-from infra.slim import slim
+from infra.slim import KEEP_SOURCE, left_out_imports, slim
 
 ARTIFACTS_DIR_VARIABLE = "ARTIFACTS_DIR"
 MANIFEST_NAME = "manifest.json"
 PLATFORMS = {"arm64": "aarch64-manylinux_2_28", "x86_64": "x86_64-manylinux_2_28"}
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same input gives the same zip
+TASK_ROOT = "/var/task"  # where Lambda unpacks the zip: the file names tracebacks show
 
 
 class PackageError(Exception):
@@ -245,17 +249,34 @@ def tree_digest(root: Path, files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def compile_bytecode(target: Path, python: str) -> None:
-    """Compile every module with this interpreter, which must be the runtime's version."""
+def compile_bytecode(target: Path, python: str, *, sourceless: bool = False) -> None:
+    """Compile every module with this interpreter, which must be the runtime's version.
+
+    `sourceless`: each top-level package or module of `target` but `KEEP_SOURCE` becomes
+    bytecode alone, in the place of its source, named for tracebacks as it sits in Lambda.
+    """
     running = f"{sys.version_info.major}.{sys.version_info.minor}"
     if running != python:
         raise SystemExit(f"compile with Python {python} (the Lambda runtime), not {running}")
-    compiled = compileall.compile_dir(
-        target,
-        quiet=2,
-        workers=os.cpu_count() or 1,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
+    options: dict[str, Any] = {
+        "quiet": 2,
+        "workers": os.cpu_count() or 1,
+        "invalidation_mode": py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    }
+    compiled = True
+    if sourceless:
+        kept = "|".join(map(re.escape, KEEP_SOURCE))
+        compiled = compileall.compile_dir(
+            target,
+            ddir=TASK_ROOT,
+            legacy=True,
+            rx=re.compile(rf"^{re.escape(str(target))}/({kept})(/|\.py$)"),
+            **options,
+        )
+        for source in sorted(target.rglob("*.py")):
+            if source.with_suffix(".pyc").is_file():
+                source.unlink()
+    compiled &= compileall.compile_dir(target, **options)
     if not compiled:
         raise SystemExit(f"bytecode compilation failed under {target}")
 
@@ -286,12 +307,18 @@ def _inputs(service: Service, architecture: str) -> dict[str, Any]:
 
 
 def build(
-    dist: Path | None = None, *, service: Service | None = None, architecture: str | None = None
+    dist: Path | None = None,
+    *,
+    service: Service | None = None,
+    architecture: str | None = None,
+    dependency_sources: bool = False,
 ) -> dict[str, Path]:
     """Build every function's zip into `dist` and write the manifest; return the zips.
 
     `architecture` defaults to serverless.yml's; only tests ask for another one (to run the
-    zips on this machine), and `verify` refuses such a build.
+    zips on this machine), and `verify` refuses such a build. `dependency_sources` keeps the
+    dependencies' `.py` beside their bytecode: the benchmark's reference for a cold start
+    without bytecode.
     """
     service = service or read_service()
     architecture = architecture or service.architecture
@@ -314,12 +341,18 @@ def build(
                 function.groups, architecture, service.python_version, site, service.root
             )
             slim(site)
-            compile_bytecode(site, service.python_version)
+            compile_bytecode(site, service.python_version, sourceless=not dependency_sources)
             installed[function.groups] = site
         staging = work / function.name
         shutil.copytree(installed[function.groups], staging)
         # Hashed as copied, so a file edited during the build makes the build stale.
-        sources = tree_digest(staging, copy_code(function, staging, service.root))
+        copied = copy_code(function, staging, service.root)
+        if refused := left_out_imports(staging, copied):
+            raise PackageError(
+                f"{'; '.join(refused)}: infra/slim.py leaves this out of the zips "
+                "(LEFT_OUT_PATHS); delete its line there to ship it"
+            )
+        sources = tree_digest(staging, copied)
         compile_bytecode(staging / "shared", service.python_version)
         compile_bytecode(staging / "functions", service.python_version)
         zips[function.name] = dist / f"{function.name}.zip"

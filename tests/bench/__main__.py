@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         arch: {f: measure_zip(path) for f, path in built.items()} for arch, built in zips.items()
     }
+    # The dependencies ship bytecode alone: "without bytecode" needs their sources.
+    with_sources = build(
+        RESULTS_DIR / "dist-sources", architecture="x86_64", dependency_sources=True
+    )
 
     with (
         _stdout_to(RESULTS_DIR / "functions.log"),
@@ -131,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         thread_counts = measure_threads_per_request(contenders, requests=10)
         _progress(f"cold starts: {cold_rounds} rounds")
         cold = measure_cold_starts(
-            zips["x86_64"], url, read_id, RESULTS_DIR / "cold", rounds=cold_rounds, tokens=tokens
+            zips["x86_64"],
+            with_sources,
+            url,
+            read_id,
+            RESULTS_DIR / "cold",
+            rounds=cold_rounds,
+            tokens=tokens,
         )
         _progress(f"burst: {processes} processes x {threads} clients")
         burst = run_burst(stack, read_id, processes=processes, threads=threads, requests=3)

@@ -5,7 +5,8 @@ site-packages, no bytecode writes), a new process per sample. A folder with boto
 dependencies stands in for the runtime's own `/var/runtime`, on the path in every scenario:
 
 - bare interpreter: `python -S -B -c pass`, the floor;
-- import: the handler module, with the zip's `.pyc`, and the same zip without them;
+- import: the handler module, with the zip's `.pyc`, and the same zip without them (built with
+  the dependencies' sources, which the shipped zip leaves out);
 - import + first request with `DATABASE_URL`;
 - import + first request with `DATABASE_SECRET_ARN`, the deployed path, the secret served by
   moto's server on loopback (`AWS_ENDPOINT_URL`).
@@ -124,17 +125,24 @@ def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
 
 
 def measure_cold_starts(
-    zips: dict[str, Path], database_url: str, read_id: int, work: Path, rounds: int, tokens: Tokens
+    zips: dict[str, Path],
+    with_sources: dict[str, Path],
+    database_url: str,
+    read_id: int,
+    work: Path,
+    rounds: int,
+    tokens: Tokens,
 ) -> dict[str, dict[str, list[float]]]:
-    """Seconds per process, by function, then scenario. A first request carries a token
-    (/connections: the service role's), so it includes fetching the JWKS from `tokens`."""
+    """Seconds per process, by function, then scenario; `with_sources`: the same zips with
+    the dependencies' sources, for the scenario without bytecode. A first request carries a
+    token (/connections: the service role's), so it includes fetching the JWKS from `tokens`."""
     _remove(work)
     runtime = work / "runtime"
     _install_runtime_packages(runtime)
     events: dict[str, Path] = {}
     for function, zip_path in zips.items():
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
-        _unpack_read_only(zip_path, work / "no-bytecode" / function, bytecode=False)
+        _unpack_read_only(with_sources[function], work / "no-bytecode" / function, bytecode=False)
         # A read of one row (`read_id`) where the function has one, as the README's figures.
         gets = [r for r in FUNCTIONS[function].routes if r.method == "GET" and r.parameters]
         route = gets[0] if gets else read_route(FUNCTIONS[function])
@@ -159,6 +167,7 @@ def measure_cold_starts(
                         "PYTHONPATH": f"{task_root}{os.pathsep}{runtime}",
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
+                        "PSYCOPG_IMPL": "binary",  # as on Lambda, which has no other libpq
                         "SUPABASE_URL": tokens.supabase_url,
                     }
                     declared = FUNCTIONS[function]

@@ -239,6 +239,6 @@ def test_the_package_build_ships_the_new_functions_and_not_the_sample(
     assert SAMPLE not in declared
     for name, kind in SCAFFOLDED.items():
         with zipfile.ZipFile(adapted.dist / manifest["functions"][name]["zip"]) as archive:
-            ships_fastapi = "fastapi/__init__.py" in archive.namelist()
+            ships_fastapi = "fastapi/__init__.pyc" in archive.namelist()
             assert f"functions/{name}/handler.py" in archive.namelist()
         assert ships_fastapi == (kind == "fastapi"), name

@@ -2,8 +2,10 @@
 
 Each x86_64 zip is unpacked into a read-only folder and its handler invoked by a Python of the
 runtime's version that sees only the zip (no virtualenv, no site-packages), with an API
-Gateway v2.0 event, against the local pooler. The arm64 zips cannot run here, so their wheel
-tags and machine code are checked instead.
+Gateway v2.0 event, against the local pooler, with psycopg held to its binary build (Lambda
+has no other libpq). The arm64 zips cannot run here, so their wheel tags and machine code are
+checked instead. Each function also runs every kind of request with an import trace, which
+fails the suite if it tried to import a module `infra/slim.py` left out of its zip.
 """
 
 from __future__ import annotations
@@ -20,14 +22,24 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
 from infra.package import PLATFORMS
+from infra.slim import left_out_modules
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import LambdaTestContext, http_event
+from tests.fixtures.lambda_events import (
+    LambdaTestContext,
+    authorized,
+    function_url_event,
+    http_event,
+    rest_event,
+    stored_event,
+)
 from tests.fixtures.service import (
+    BODY_METHODS,
     FUNCTIONS,
     SERVICE,
     handler_of,
@@ -35,6 +47,7 @@ from tests.fixtures.service import (
     uses_fastapi,
     verifies_tokens,
 )
+from tests.fixtures.stack import free_port
 from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
@@ -139,10 +152,17 @@ def invoke_from_zip(
     database_url: str,
     work: Path,
     supabase_url: str = "",
+    *,
+    handler: str | None = None,
+    trace: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Invoke a function's handler with a Python of the runtime's version that sees only
-    its zip (unpacked at `task_root`, named after the function)."""
-    declared = FUNCTIONS[task_root.name]
+    """Invoke a function's handler (`handler`, "module:attribute", else serverless.yml's) with
+    a Python of the runtime's version that sees only its zip (unpacked at `task_root`, named
+    after the function); `trace`: where the invoker writes the modules imported and the
+    imports nothing satisfied."""
+    if handler is None:
+        declared = FUNCTIONS[task_root.name]
+        handler = f"{declared.handler_module}:{declared.handler_name}"
     event_files = []
     for number, event in enumerate(events):
         event_files.append(work / f"{task_root.name}-event-{number}.json")
@@ -156,7 +176,7 @@ def invoke_from_zip(
             "-S",
             "-B",
             str(ZIP_INVOKER),
-            f"{declared.handler_module}:{declared.handler_name}",
+            handler,
             *map(str, event_files),
         ],
         cwd=task_root,
@@ -166,7 +186,10 @@ def invoke_from_zip(
             "DATABASE_URL": database_url,
             "SUPABASE_URL": supabase_url,
             "POWERTOOLS_SERVICE_NAME": "smoke",
-        },
+            # No falling back to a libpq this machine happens to have: Lambda has none.
+            "PSYCOPG_IMPL": "binary",
+        }
+        | ({"ZIP_INVOKER_TRACE": str(trace)} if trace else {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -218,3 +241,113 @@ def test_zip_answers_through_the_pooler_as_the_source_does(
     assert json.loads(from_zip[0]["body"]).keys() == json.loads(from_source[0]["body"]).keys()
     if verifies_tokens(FUNCTIONS[function]):
         assert from_zip[1]["statusCode"] == 401
+
+
+TRIED_AND_HANDLED = {"pydantic.v1"}
+"""Left-out modules a function tries to import, each with why a failed import changes nothing:
+FastAPI imports pydantic.v1 only to reject v1 models, and reads ImportError as "not one"."""
+
+
+def left_out_tried(trace: Path) -> set[str]:
+    """The modules left out of the zips that the traced run tried to import."""
+    left_out = left_out_modules()
+    unfound: list[str] = json.loads(trace.read_text())["unfound"]
+    return {
+        name
+        for name in unfound
+        if name in left_out or name.startswith(tuple(f"{module}." for module in left_out))
+    }
+
+
+# Example bodies for the sample's writes, so the trace covers a create and an update that
+# succeed; any other write route gets an empty body (a 422, the validation path).
+EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
+    "POST /items": {"sku": "TRACE-1", "name": "Traced"},
+    "PATCH /items/{item_id}": {"quantity": 2},
+}
+
+
+def served_events(row_id: int, token: str) -> list[dict[str, Any]]:
+    """Every declared route (reads before writes, the delete last), bad input, the read route
+    as a REST and a function URL event, and an SQS message: the paths a function can take."""
+    routes = sorted(SERVICE.routes, key=lambda route: (route.method == "DELETE", route.method))
+    events = [
+        http_event(
+            route,
+            params=dict.fromkeys(route.parameters, row_id),
+            body=EXAMPLE_BODIES.get(route.key, {}) if route.method in BODY_METHODS else None,
+            token=token,
+        )
+        for route in routes
+    ]
+    read = next(r for r in routes if r.method == "GET" and r.parameters)
+    path = http_event(read, params=dict.fromkeys(read.parameters, row_id))["rawPath"]
+    return [
+        *events,
+        http_event(routes[0], raw_body="{not json", token=token),
+        authorized(rest_event("GET", path), token),
+        authorized(function_url_event("GET", path), token),
+        stored_event("sqs"),
+    ]
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_no_function_imports_what_its_zip_leaves_out(
+    unpacked: Path, database: LocalStack, tokens: Tokens, tmp_path: Path, function: str
+) -> None:
+    """Every kind of request, bad input, and a database that is down, in one traced process
+    each, every function handed every event."""
+    with psycopg.connect(database.pooler_url(), autocommit=True) as conn:
+        [(row_id,)] = conn.execute(
+            "INSERT INTO items (sku, name) VALUES (%s, 'traced') RETURNING id",
+            [f"TRACE-{os.urandom(4).hex()}"],
+        ).fetchall()
+    served = served_events(row_id, tokens.service_role())
+    down = [http_event(read_route(f), token=tokens.service_role()) for f in FUNCTIONS.values()]
+    closed = database.pooler_url().replace(f":{database.config.pooler_port}/", f":{free_port()}/")
+
+    answered = invoke_from_zip(
+        unpacked / function,
+        served,
+        database.pooler_url(),
+        tmp_path,
+        tokens.supabase_url,
+        trace=tmp_path / "served.json",
+    )
+    unavailable = invoke_from_zip(
+        unpacked / function,
+        down,
+        closed,
+        tmp_path,
+        tokens.supabase_url,
+        trace=tmp_path / "down.json",
+    )
+
+    assert all(response["statusCode"] < 500 for response in answered)
+    assert 503 in [response["statusCode"] for response in unavailable]
+    modules = json.loads((tmp_path / "served.json").read_text())["modules"]
+    assert modules[f"functions.{function}.handler"].startswith(str(unpacked / function))
+    assert modules["psycopg_binary.pq"].startswith(str(unpacked / function))
+    tried = left_out_tried(tmp_path / "served.json") | left_out_tried(tmp_path / "down.json")
+    assert tried <= TRIED_AND_HANDLED
+
+
+def test_the_import_trace_sees_a_caught_import_of_a_left_out_module(tmp_path: Path) -> None:
+    """The control: code that catches the ImportError of a left-out module is still caught."""
+    utilities = tmp_path / "aws_lambda_powertools" / "utilities"
+    utilities.mkdir(parents=True)
+    (utilities.parent / "__init__.py").write_text("")
+    (utilities / "__init__.py").write_text("")
+    (tmp_path / "probe.py").write_text(
+        "try:\n"
+        "    import aws_lambda_powertools.utilities.parameters\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "handler = None\n"
+    )
+
+    invoke_from_zip(
+        tmp_path, [], "", tmp_path, handler="probe:handler", trace=tmp_path / "trace.json"
+    )
+
+    assert left_out_tried(tmp_path / "trace.json") == {"aws_lambda_powertools.utilities.parameters"}

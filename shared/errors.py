@@ -4,6 +4,7 @@
     ├── NotFoundError                 404 (functions subclass it: ItemNotFoundError)
     ├── ConflictError                 409
     ├── DatabaseConfigError           500, logged with the setting that is wrong
+    ├── IdentityRequiredError         500 (shared.identity) a user-data session with no identity
     └── ServiceUnavailableError       503 + Retry-After
         ├── DatabaseSecretNotSetError
         ├── DatabaseUnavailableError      Secrets Manager throttling or not answering

@@ -7,6 +7,9 @@ context managers commit on success and roll back on error, so routes never call 
 Read sessions run in autocommit (one exchange per SELECT, no BEGIN/COMMIT) and read-only twice
 over: flushing a change raises `ReadOnlySessionError`, and Postgres itself refuses any write
 statement (`transaction_read_only`, set in the same exchange by `shared.driver`).
+
+Sessions act as the identity in scope (`shared.identity.acting_as`), or as the login role when
+there is none; the FastAPI dependencies require one, as `shared.async_sessions` explains.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shared.db import get_engine
+from shared.identity import required_identity
 
 __all__ = [
     "READ_ONLY_OPTIONS",
@@ -62,12 +66,14 @@ def read_session() -> Iterator[Session]:
 
 
 def get_session() -> Iterator[Session]:
-    """FastAPI dependency for `session_scope`."""
+    """FastAPI dependency for `session_scope`, as the identity the request put in scope."""
+    required_identity()
     with session_scope() as session:
         yield session
 
 
 def get_read_session() -> Iterator[Session]:
-    """FastAPI dependency for `read_session`."""
+    """FastAPI dependency for `read_session`, as the identity the request put in scope."""
+    required_identity()
     with read_session() as session:
         yield session

@@ -24,6 +24,8 @@ from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.stack import TEST_PASSWORD, reset_caches
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 CONNECT_TIMEOUT_S = 2
 SLACK_S = 1.5
 

@@ -11,7 +11,10 @@ from sqlalchemy import func, select
 from functions.items.handler import handler
 from functions.items.models import Item
 from shared.db import autocommit_connection
+from shared.identity import acting_as
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
+
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
 
 def invoke(event: dict[str, Any]) -> dict[str, Any]:
@@ -174,3 +177,22 @@ def test_unknown_route_is_json_404() -> None:
 
     assert response["statusCode"] == 404
     assert body_of(response)["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("name", "event"),
+    [("post_items", {"body": {"sku": "no-one-1", "name": "x"}}), ("get_items", {})],
+)
+def test_without_an_identity_items_fail_closed_and_touch_no_row(
+    name: str, event: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    with acting_as(None):  # no user: the login role, which may see every user's rows
+        before = item_count()
+        response = invoke(http_event(name, **event))
+        after = item_count()
+
+    assert response["statusCode"] == 500
+    assert body_of(response) == {"code": "internal_error", "message": "Internal server error"}
+    errors = [record for record in caplog.records if record.name == "shared.errors"]
+    assert [getattr(record, "error", None) for record in errors] == ["IdentityRequiredError"]
+    assert after == before

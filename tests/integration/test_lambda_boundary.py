@@ -33,6 +33,8 @@ from tests.fixtures.lambda_events import (
     stored_event,
 )
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 type Handler = Callable[[Any, LambdaTestContext], dict[str, Any]]
 
 HANDLERS: dict[str, Handler] = {

@@ -33,7 +33,7 @@ ROOT = PROJECT_ROOT
 SUPAVISOR_TRANSACTION = (
     "postgres://postgres.ref:hunter2@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
 )
-HEAD = "0001"
+HEAD = "0002"  # the items head; Alembic does not list the platform head it depends on
 
 
 def version_of(database: LocalStack) -> str | None:

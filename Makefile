@@ -48,9 +48,9 @@ else
 	$(RUN) python -m infra.migrate
 endif
 
-migration: install ## New migration from the models, against the migrated database: MSG="add orders"
+migration: install ## New migration from the models, on a function's branch: MSG="add orders" [FUNCTION=orders]
 	$(if $(MSG),,$(error describe the change, for example: make migration MSG="add orders"))
-	$(RUN) alembic revision --autogenerate -m "$(MSG)"
+	$(RUN) python -m infra.migrate revision -m "$(MSG)"$(if $(FUNCTION), --function $(FUNCTION))
 
 stack-up: install ## Start only the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack start

@@ -53,7 +53,13 @@ def test_migrate_without_a_stage_uses_the_settings_and_with_one_the_stage_secret
 
 def test_migration_autogenerates_a_revision_with_the_message() -> None:
     assert planned("migration", "MSG=add orders")[-1].endswith(
-        'alembic revision --autogenerate -m "add orders"'
+        'python -m infra.migrate revision -m "add orders"'
+    )
+
+
+def test_migration_goes_on_the_branch_of_the_function_given() -> None:
+    assert planned("migration", "MSG=add orders", "FUNCTION=orders")[-1].endswith(
+        'python -m infra.migrate revision -m "add orders" --function orders'
     )
 
 

@@ -67,7 +67,7 @@ ANONYMOUS = Identity("anon", {})
 
 
 class IdentityRequiredError(AppError):
-    """A session for user data was opened with no identity in scope: a wiring bug, so a 500.
+    """A session for users' data reached for the database with no identity in scope: a 500.
 
     Failing closed: without this, the session would run as the login role, which may bypass
     row-level security and see every user's rows.

@@ -34,6 +34,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
+from tests.bench.stack import BENCH_USER
 from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import EVENTS_DIR
 
@@ -160,6 +161,7 @@ def measure_cold_starts(
                         "PYTHONPATH": f"{task_root}{os.pathsep}{runtime}",
                         "POWERTOOLS_SERVICE_NAME": "bench",
                         "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
+                        "ZIP_INVOKER_USER_ID": str(BENCH_USER.user_id),
                     }
                     args = [str(ZIP_INVOKER), f"functions.{function}.handler"]
                     if scenario == "bare interpreter":

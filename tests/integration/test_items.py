@@ -196,3 +196,10 @@ def test_without_an_identity_items_fail_closed_and_touch_no_row(
     errors = [record for record in caplog.records if record.name == "shared.errors"]
     assert [getattr(record, "error", None) for record in errors] == ["IdentityRequiredError"]
     assert after == before
+
+
+def test_without_an_identity_invalid_input_is_still_a_422() -> None:
+    with acting_as(None):  # the identity is checked when a session first needs the database
+        response = invoke(http_event("post_items", body={"sku": "has space", "name": "x"}))
+
+    assert response["statusCode"] == 422

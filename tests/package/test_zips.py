@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -137,9 +138,11 @@ def unpacked(zips_x86_64: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     return root
 
 
-def invoke_from_zip(task_root: Path, events: list[Path], database_url: str) -> list[dict[str, Any]]:
+def invoke_from_zip(
+    task_root: Path, events: list[Path], database_url: str, user_id: str = ""
+) -> list[dict[str, Any]]:
     """Invoke a function's handler with a Python of the runtime's version that sees only
-    its zip (unpacked at `task_root`, named after the function)."""
+    its zip (unpacked at `task_root`, named after the function), as `user_id` if given."""
     module = f"functions.{task_root.name}.handler"
     base_python = getattr(sys, "_base_executable", sys.executable)
     done = subprocess.run(
@@ -152,6 +155,7 @@ def invoke_from_zip(task_root: Path, events: list[Path], database_url: str) -> l
             "PYTHONPATH": str(task_root),
             "DATABASE_URL": database_url,
             "POWERTOOLS_SERVICE_NAME": "smoke",
+            "ZIP_INVOKER_USER_ID": user_id,
         },
         capture_output=True,
         text=True,
@@ -217,6 +221,7 @@ def test_items_zip_creates_and_reads_through_the_pooler(
         unpacked / "items",
         [create_file, EVENTS_DIR / "get_items.json"],
         database.pooler_url(),
+        user_id=str(uuid.uuid4()),  # items are a user's own rows
     )
 
     assert created["statusCode"] == 201

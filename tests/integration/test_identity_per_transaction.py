@@ -59,9 +59,11 @@ def next_client_finds(stack: LocalStack) -> Backend:
         return Backend(*conn.execute(IDENTITY_ON_THE_BACKEND).fetchone() or ())
 
 
-def in_a_transaction_of_our_own() -> tuple[Backend, set[str]]:
-    """What a transaction begun by the project's driver acts as, and whose rows it sees."""
+def in_a_transaction_of_our_own(sku: str) -> tuple[Backend, set[str]]:
+    """A transaction begun by the project's driver: it stores an item, then says whom it acts
+    as, on which backend, and whose rows it sees."""
     with transaction() as conn:
+        conn.execute(text("INSERT INTO items (sku, name) VALUES (:sku, 'x')"), {"sku": sku})
         backend = Backend(*conn.execute(text(IDENTITY_ON_THE_BACKEND)).one())
         owners = conn.execute(text("SELECT DISTINCT owner_id::text FROM items")).scalars()
         return backend, set(owners)
@@ -77,10 +79,10 @@ def listed_ids() -> list[int]:
     return [item["id"] for item in page["items"]]
 
 
-def server_events(stack: LocalStack) -> str:
-    """PgBouncer's log lines about this database's server connections, to explain a failure."""
+def pooler_log(stack: LocalStack) -> str:
+    """PgBouncer's log lines about this database's clients and servers, to explain a failure."""
     lines = stack.pgbouncer_log.read_text(errors="replace").splitlines()
-    return "\n".join(line for line in lines if stack.config.database in line and " S-" in line)
+    return "\n".join(line for line in lines if stack.config.database in line)
 
 
 @pytest.fixture
@@ -134,34 +136,41 @@ def test_identity_ends_with_each_transaction_on_the_one_shared_server_connection
     a, b = new_user(), new_user()
     with acting_as(a):
         a_items = [create(f"A-{n}") for n in range(3)]
-        assert status_of("patch_item", a_items[0]["id"], body={"quantity": 1}) == 200
-        assert status_of("delete_item", a_items[2]["id"]) == 204
-        as_a, _ = in_a_transaction_of_our_own()
-
+        a_changes = [
+            status_of("patch_item", a_items[0]["id"], body={"quantity": 1}),
+            status_of("delete_item", a_items[2]["id"]),
+        ]
+        as_a, _ = in_a_transaction_of_our_own("A-direct")
+    # Three clients in a row: A's last transaction, a client that sets nothing, B's.
     after_a = next_client_finds(stack)
-
     with acting_as(b):
-        b_item = create("A-0")
+        as_b, owners_seen_by_b = in_a_transaction_of_our_own("B-direct")
+        b_item = create("A-0")  # A's SKU: unique per owner, not globally
         b_listed = listed_ids()
-        b_reads_a = [status_of("get_item", item["id"]) for item in a_items[:2]]
-        as_b, owners_seen_by_b = in_a_transaction_of_our_own()
-
+        b_touching_a = [
+            status_of("get_item", a_items[0]["id"]),
+            status_of("patch_item", a_items[1]["id"], body={"name": "B's now"}),
+            status_of("delete_item", a_items[1]["id"]),
+        ]
     after_b = next_client_finds(stack)
     [server] = show(stack, "SERVERS", stack.config.database)
     [pool] = show(stack, "POOLS", stack.config.database)
 
+    assert a_changes == [200, 204]
+    assert b_touching_a == [404, 404, 404]
+    assert len(b_listed) == 2
+    assert b_item["id"] in b_listed
     assert (pool["sv_active"], pool["sv_idle"] + pool["sv_used"]) == (0, 1)
-    one_backend = server["remote_pid"]
-    backends = [as_a.pid, after_a.pid, as_b.pid, after_b.pid]
-    assert backends == [one_backend] * 4, server_events(stack)
+    assert [as_a.pid, after_a.pid, as_b.pid] == [as_a.pid] * 3, pooler_log(stack)
+    assert after_b.pid == server["remote_pid"], pooler_log(stack)
     assert (as_a.role, as_a.claims) == ("authenticated", a.claims_json())
-    login_role = Backend(stack.config.user, None, "0", one_backend)
-    assert after_a == login_role
-    assert (as_b.role, as_b.claims) == ("authenticated", b.claims_json())
-    assert owners_seen_by_b == {b.user_id}
-    assert b_listed == [b_item["id"]]
-    assert b_reads_a == [404, 404]
-    assert after_b == login_role
+    assert after_a == Backend(stack.config.user, None, "0", as_a.pid)
+    assert (as_b.role, as_b.claims, owners_seen_by_b) == (
+        "authenticated",
+        b.claims_json(),
+        {b.user_id},
+    )
+    assert after_b == Backend(stack.config.user, None, "0", after_b.pid)
 
 
 def test_control_session_level_settings_leak_to_the_next_client(

@@ -57,15 +57,9 @@ else
 	$(RUN) python -m infra.migrate
 endif
 
-migration: install ## New migration from the models, against the migrated database: MSG="add orders" [FUNCTION=orders]
+migration: install ## New migration from the models, on a function's branch: MSG="add orders" [FUNCTION=orders]
 	$(if $(MSG),,$(error describe the change, for example: make migration MSG="add orders"))
-	$(RUN) alembic revision --autogenerate -m "$(MSG)"$(if $(FUNCTION), $(call branch_of,$(FUNCTION)))
-
-# FUNCTION=name puts the migration on that function's own Alembic branch, named after it (the
-# sample's is `items`): the first one starts the branch from base, later ones extend its head,
-# so removing a function and its migrations strands no other function's.
-branch_of = $$($(RUN) alembic heads | grep -q '($(1))' \
-	&& echo '--head $(1)@head' || echo '--head base --branch-label $(1)')
+	$(RUN) python -m infra.migrate revision -m "$(MSG)"$(if $(FUNCTION), --function $(FUNCTION))
 
 stack-up: install ## Start only the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack start

@@ -8,17 +8,25 @@ DATABASE_URL is set anywhere, the local stack of `make dev` / `make stack-up`. T
 migrated is named (host, port, database; never the password) before anything runs, and a
 refused, missing or unreachable database is one line on stderr, not a traceback.
 
-Alembic's env.py resolves the URL the same way (`migration_url`), so `alembic upgrade head`,
-`alembic upgrade head --sql`, `alembic check` and `alembic revision --autogenerate` (`make
-migration MSG=...`) all reach the same database.
+Alembic's env.py resolves the URL the same way (`migration_url`), so `alembic upgrade heads`,
+`alembic upgrade heads --sql`, `alembic check` and `alembic revision --autogenerate` all reach
+the same database.
+
+The migrations are branches: `platform` (Supabase's roles and auth functions where missing) and
+one per function (`items`), each function's depending on the platform's. `make migration
+MSG=... [FUNCTION=...]` (`python -m infra.migrate revision`) writes the next revision on the
+function's branch, or starts the branch for a function that has none yet.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL
 
@@ -28,10 +36,22 @@ from shared.database_url import Purpose, url_for
 from shared.errors import DatabaseConfigError
 from shared.settings import get_settings
 
-__all__ = ["URL_ATTRIBUTE", "alembic_config", "describe", "migration_url", "unreachable", "upgrade"]
+__all__ = [
+    "PLATFORM_BRANCH",
+    "URL_ATTRIBUTE",
+    "alembic_config",
+    "describe",
+    "migration_url",
+    "new_revision",
+    "unreachable",
+    "upgrade",
+]
 
 URL_ATTRIBUTE = "database_url"
 """Where `upgrade` hands env.py its URL: the process environment is never written to."""
+
+PLATFORM_BRANCH = "platform"
+"""The branch every function's migrations depend on: roles and auth functions for RLS."""
 
 
 def alembic_config(url: URL | None = None) -> Config:
@@ -78,8 +98,61 @@ def upgrade(url: str | URL | None = None, revision: str = "heads") -> URL:
     return checked
 
 
-def main() -> int:
-    """`make migrate`: upgrade to the latest migration; errors are one line and exit code 1."""
+def new_revision(message: str, function: str | None = None, config: Config | None = None) -> Path:
+    """Autogenerate the next revision on `function`'s branch; return the file it wrote.
+
+    Without `function`, the one function that has migrations. A function without any starts
+    its own branch, labelled with its name and depending on the platform's latest revision.
+    """
+    config = config or alembic_config()
+    script = ScriptDirectory.from_config(config)
+    branches = {label for rev in script.walk_revisions() for label in rev.branch_labels}
+    functions = sorted(branches - {PLATFORM_BRANCH})
+    if function is None:
+        if len(functions) != 1:
+            raise CommandError(
+                f"several functions have migrations ({', '.join(functions)}): say which one,"
+                f' e.g. make migration MSG="{message}" FUNCTION={functions[0]}'
+            )
+        function = functions[0]
+    if function in branches:
+        written = command.revision(config, message, autogenerate=True, head=f"{function}@head")
+    else:
+        platform = script.get_revision(f"{PLATFORM_BRANCH}@head")
+        written = command.revision(
+            config,
+            message,
+            autogenerate=True,
+            head="base",
+            branch_label=function,
+            depends_on=platform.revision if platform else None,
+        )
+    [script_written] = written if isinstance(written, list) else [written]
+    if script_written is None:
+        raise CommandError("Alembic wrote no revision")
+    return Path(script_written.path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`make migrate` (no arguments), `make migration` (`revision -m ...`); errors in one line."""
+    parser = argparse.ArgumentParser(prog="python -m infra.migrate")
+    commands = parser.add_subparsers(dest="command")
+    revision = commands.add_parser("revision", help="autogenerate a revision from the models")
+    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("--function", help="whose branch (default: the only function's)")
+    args = parser.parse_args(argv)
+    if args.command == "revision":
+        try:
+            written = new_revision(args.message, args.function)
+        except (DatabaseConfigError, CommandError) as error:
+            sys.stderr.write(f"migration: {error}\n")
+            return 1
+        sys.stderr.write(f"migration: wrote {written}; review it before committing\n")
+        return 0
+    return _upgrade_main()
+
+
+def _upgrade_main() -> int:
     try:
         url = migration_url()
         target = f"the {describe(url)}"

@@ -7,6 +7,7 @@ document says what the API really answers (the tests check it with schemathesis)
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.async_sessions import get_async_read_session, get_async_session
+from shared.async_sessions import async_read_session, async_session_scope
 from shared.auth import Identity, identity_from_authorization, service_role_only
 from shared.errors import ErrorResponse, error_response, http_error, invalid_request
 
@@ -34,10 +35,6 @@ __all__ = [
     "install_error_handlers",
 ]
 
-# scope="function": commit before the response is sent, so a failed commit is what the client
-# sees, never a success response for data that was not stored.
-SessionDep = Annotated[AsyncSession, Depends(get_async_session, scope="function")]
-ReadSessionDep = Annotated[AsyncSession, Depends(get_async_read_session, scope="function")]
 
 # Declares the scheme in the OpenAPI document; the header itself is read as it was sent, so
 # that a missing token and a non-Bearer one get the same answer as in plain handlers.
@@ -63,6 +60,26 @@ async def get_service_role(identity: Annotated[Identity, Depends(get_identity)])
 
 IdentityDep = Annotated[Identity, Depends(get_identity)]
 ServiceRoleDep = Annotated[Identity, Depends(get_service_role)]
+
+
+async def get_session(identity: IdentityDep) -> AsyncIterator[AsyncSession]:
+    """A read-write unit of work as the verified caller: every transaction switches to the
+    caller's role and claims, so row-level security decides what it sees and changes."""
+    async with async_session_scope(identity) as session:
+        yield session
+
+
+async def get_read_session(identity: IdentityDep) -> AsyncIterator[AsyncSession]:
+    """A read-only session in autocommit as the verified caller."""
+    async with async_read_session(identity) as session:
+        yield session
+
+
+# scope="function": commit before the response is sent, so a failed commit is what the client
+# sees, never a success response for data that was not stored. Both take the caller's token:
+# a request without a valid one is a 401 before any database work.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
 class ErrorDetail(BaseModel):

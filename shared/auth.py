@@ -42,11 +42,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from email.message import Message
 from functools import lru_cache, partial
-from typing import IO, Any, Final
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import jwt
@@ -61,6 +60,7 @@ from shared.errors import (
     SigningKeysUnavailableError,
 )
 from shared.http import LambdaEvent, request_header
+from shared.identity import ANONYMOUS, Identity
 from shared.secrets import read_secret_string
 from shared.settings import get_settings
 
@@ -118,26 +118,6 @@ WRONG_ISSUER = "The access token was not issued by this project's Supabase Auth"
 WRONG_AUDIENCE = "The access token is not meant for this API"
 ROLE_REFUSED = "The access token's role is not accepted"
 NO_USER = "The access token names no user"
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a request acts as in Postgres."""
-
-    role: str
-    """`authenticated`, `anon` or `service_role`: the Postgres role."""
-
-    claims: Mapping[str, Any]
-    """The verified JWT claims; {} for anon."""
-
-    @property
-    def user_id(self) -> str | None:
-        """The user's id (`sub`), as Supabase's `auth.uid()` reads it; None without one."""
-        sub = self.claims.get("sub")
-        return sub if isinstance(sub, str) else None
-
-
-ANONYMOUS: Final = Identity("anon", {})
 
 
 class _KeyCache:

@@ -11,6 +11,15 @@ with what it needs, and the server answers them together:
 - in autocommit (single reads): `set_config(..., true)` and the statement share the implicit
   transaction that the protocol's Sync closes: 1 exchange, and the settings end with it.
 
+With an identity in scope (`shared.identity.acting_as`), the same prelude also switches to the
+identity's role and sets `request.jwt.claims`, which Supabase's `auth.uid()` and `auth.jwt()`
+read, both with `set_config(..., true)`: transaction-local, so the next client of the server
+connection starts as the login role with no claims. The claims travel as a bound parameter and
+the role must be one of `shared.identity.ROLES`; nothing is spliced into SQL. The statement
+timeout is set explicitly because `SET ROLE` does not apply the target role's own settings.
+That prelude is one `SELECT`, so it takes the transaction's snapshot; a transaction that needs
+`SET TRANSACTION` gets its isolation level from BEGIN instead (the connection's attribute).
+
 To send BEGIN inside that pipeline, the connection stays in autocommit on the wire and
 `autocommit` only records what SQLAlchemy asked for; `commit()` and `rollback()` act on the
 server's transaction status, so they work unchanged.
@@ -30,6 +39,7 @@ from psycopg.abc import Params, Query, QueryNoTemplate
 
 from shared.deadline import remaining_seconds
 from shared.errors import CommitOutcomeUnknownError
+from shared.identity import current_identity
 
 __all__ = ["AsyncPoolerConnection", "PoolerConnection"]
 
@@ -61,13 +71,8 @@ def _begin(conn: _Transaction) -> sql.Composed | None:
     return sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(level.name.replace("_", " ")))
 
 
-def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
-    """The statements that set this transaction's limits, sent before its first statement.
-
-    In a transaction, `SET LOCAL`: it takes no snapshot, so `SET TRANSACTION ISOLATION LEVEL`
-    may still follow. In autocommit, one `SELECT set_config(..., true)`: `SET LOCAL` outside a
-    BEGIN would warn, although the protocol's implicit transaction keeps it until the Sync.
-    """
+def _limits(conn: _Transaction) -> dict[str, str]:
+    """The transaction's statement timeout (within the invocation's deadline) and read-only."""
     settings: dict[str, str] = {}
     timeout_ms = conn.statement_timeout_ms
     left = remaining_seconds()
@@ -79,11 +84,28 @@ def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
         settings["statement_timeout"] = str(timeout_ms)
     if conn.read_only:
         settings["transaction_read_only"] = "on"
-    if conn.wants_transaction:
+    return settings
+
+
+def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
+    """The statements that set this transaction's limits and identity, sent before its first.
+
+    In a transaction with no identity, `SET LOCAL`: it takes no snapshot, so `SET TRANSACTION
+    ISOLATION LEVEL` may still follow. Otherwise one `SELECT set_config(..., true)` with every
+    value bound: the claims cannot go through `SET`, which takes no parameters, and in
+    autocommit `SET LOCAL` outside a BEGIN would warn, although the protocol's implicit
+    transaction keeps its settings until the Sync.
+    """
+    settings = _limits(conn)
+    identity = current_identity()
+    if identity is None and conn.wants_transaction:
         return [
             (sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)), [])
             for name, value in settings.items()
         ]
+    if identity is not None:
+        settings["role"] = identity.role
+        settings["request.jwt.claims"] = identity.claims_json()
     if not settings:
         return []
     calls = sql.SQL(", ").join(

@@ -60,6 +60,8 @@ def _client_process(
         "POWERTOOLS_LOG_LEVEL": "ERROR",
     }
     from functions.items.handler import handler
+    from shared.identity import acting_as
+    from tests.bench.stack import BENCH_USER
     from tests.fixtures.lambda_events import LambdaTestContext, http_event
 
     outcomes: list[tuple[str, float]] = []
@@ -75,7 +77,8 @@ def _client_process(
         for event in events:
             started = time.perf_counter()
             try:
-                status = str(handler(event, LambdaTestContext())["statusCode"])
+                with acting_as(BENCH_USER):  # a thread starts with no identity in scope
+                    status = str(handler(event, LambdaTestContext())["statusCode"])
             except Exception as exc:  # a crash is an outcome to count, not to stop on
                 status = type(exc).__name__
             outcomes.append((status, time.perf_counter() - started))

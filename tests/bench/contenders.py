@@ -4,7 +4,8 @@
   v2.0 events, as the Lambda runtime invokes them.
 - `RawPsycopg`: the floor. The same SQL with psycopg on a fresh connection through the same
   pooler: reads connect, SELECT, close; writes connect, BEGIN, INSERT/UPDATE/DELETE ...
-  RETURNING, COMMIT, close.
+  RETURNING, COMMIT, close; as the login role, with no identity (which the project's items
+  requests set, in the same exchanges) and the bench user's id written as the owner.
 - `NaiveFastAPI`: the reference a tutorial would produce (tests/bench/naive.py).
 
 Each `prepare(route)` returns the request as a thunk, so building events stays out of timing.
@@ -25,7 +26,9 @@ from functions.connections.handler import handler as connections_handler
 from functions.connections.report import USAGE_QUERY
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
+from shared.identity import acting_as
 from tests.bench.naive import build_naive_handler
+from tests.bench.stack import BENCH_USER
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.stack import reset_caches
 from tests.fixtures.tokens import Tokens
@@ -148,6 +151,18 @@ class ProjectFunctions(_LambdaHandlers):
             return connections_handler
         return items_handler
 
+    def prepare(self, route: str) -> Request:
+        """Items act as the bench's user, as the route layer acts for a token's user."""
+        request = super().prepare(route)
+        if route in ("health", "connections"):
+            return request
+
+        def as_the_bench_user() -> None:
+            with acting_as(BENCH_USER):
+                request()
+
+        return as_the_bench_user
+
 
 class NaiveFastAPI(_LambdaHandlers):
     """The tutorial-style FastAPI + Mangum function."""
@@ -156,7 +171,7 @@ class NaiveFastAPI(_LambdaHandlers):
 
     def __init__(self, read_id: int, database_url: str) -> None:
         super().__init__(read_id)
-        self.handler = build_naive_handler(database_url)
+        self.handler = build_naive_handler(database_url, owner_id=str(BENCH_USER.user_id))
 
     def handler_for(self, route: str) -> Handler:
         return self.handler
@@ -169,7 +184,8 @@ RAW_SQL = {
     "items list": f"SELECT {ITEM_COLUMNS} FROM items WHERE id > %s ORDER BY id LIMIT %s",
     "items get": f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s",
     "items create": (
-        f"INSERT INTO items (sku, name, quantity) VALUES (%s, %s, %s) RETURNING {ITEM_COLUMNS}"
+        "INSERT INTO items (owner_id, sku, name, quantity) VALUES (%s, %s, %s, %s)"
+        f" RETURNING {ITEM_COLUMNS}"
     ),
     "items update": (
         f"UPDATE items SET quantity = %s, updated_at = now() WHERE id = %s RETURNING {ITEM_COLUMNS}"
@@ -205,7 +221,7 @@ class RawPsycopg(Contender):
             case "items get":
                 return [self.read_id]
             case "items create":
-                return [_new_sku(), "Bench item", 0]
+                return [BENCH_USER.user_id, _new_sku(), "Bench item", 0]
             case "items update":
                 return [7, self._write_id()]
             case "items delete":

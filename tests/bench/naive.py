@@ -8,6 +8,7 @@ Like most such code it does without `from __future__ import annotations`: FastAP
 routes' annotations where they are defined, inside `build_naive_handler`.
 """
 
+import uuid
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -24,8 +25,11 @@ from functions.items.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
 __all__ = ["build_naive_handler"]
 
 
-def build_naive_handler(database_url: str) -> Mangum:
-    """A FastAPI + Mangum handler serving the same routes as the project's functions."""
+def build_naive_handler(database_url: str, owner_id: str) -> Mangum:
+    """A FastAPI + Mangum handler serving the same routes as the project's functions.
+
+    It connects as the login role and sets no identity; what it creates is `owner_id`'s.
+    """
     engine = create_engine(
         database_url.replace("postgresql://", "postgresql+psycopg://", 1),
         poolclass=NullPool,
@@ -70,7 +74,7 @@ def build_naive_handler(database_url: str) -> Mangum:
 
     @app.post("/items", status_code=201)
     def create_item(body: ItemCreate, db: db_dependency) -> ItemRead:
-        item = Item(**body.model_dump())
+        item = Item(**body.model_dump(), owner_id=uuid.UUID(owner_id))
         db.add(item)
         db.commit()
         db.refresh(item)

@@ -16,12 +16,22 @@ import psycopg
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack, StackConfig, start, stop
 from infra.migrate import upgrade
+from shared.identity import Identity
 
-__all__ = ["POOL_SIZE", "RESULTS_DIR", "bench_stack", "seed_items"]
+__all__ = ["BENCH_USER", "POOL_SIZE", "RESULTS_DIR", "bench_stack", "seed_items"]
 
 RESULTS_DIR = PROJECT_ROOT / ".local" / "bench"
 POOL_SIZE = 5
 PASSWORD = "bench p@ss:w/rd"
+BENCH_USER = Identity(
+    "authenticated",
+    {
+        "sub": "0b3e7c4d-5a6f-4e21-9d8c-7b6a5f4e3d2c",
+        "role": "authenticated",
+        "aud": "authenticated",
+    },
+)
+"""Whom the items requests act as: the seeded rows are this user's."""
 
 
 @contextmanager
@@ -46,12 +56,12 @@ def bench_stack() -> Iterator[LocalStack]:
 
 
 def seed_items(stack: LocalStack, count: int) -> list[int]:
-    """Insert `count` items for the read routes; their ids."""
+    """Insert `count` items of the bench's user for the read routes; their ids."""
     with psycopg.connect(stack.direct_url(), autocommit=True) as conn:
         rows = conn.execute(
-            "INSERT INTO items (sku, name, quantity)"
-            " SELECT 'SEED-' || n, 'Seeded item ' || n, n FROM generate_series(1, %s) AS n"
+            "INSERT INTO items (owner_id, sku, name, quantity)"
+            " SELECT %s, 'SEED-' || n, 'Seeded item ' || n, n FROM generate_series(1, %s) AS n"
             " RETURNING id",
-            [count],
+            [BENCH_USER.user_id, count],
         ).fetchall()
     return [int(row[0]) for row in rows]

@@ -31,6 +31,8 @@ from shared.secrets import secrets_manager_client
 from tests.fixtures.lambda_events import FunctionOutput, LambdaTestContext, body_of, http_event
 from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 WRONG_PASSWORD = "rotated-away-hunter2"
 PLACEHOLDER = "Q3vWm0ZpX8aT4nR7kY1cL6hB9dS2fJ5e"  # as GenerateSecretString makes it
 FAILED_LOGIN = re.compile(r"ERROR .* password authentication failed")  # one per failed login

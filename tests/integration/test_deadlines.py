@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextvars import copy_context
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.reporting import Report
 from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
+
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
 REMAINING_MS = 4_000
 DEADLINE_S = REMAINING_MS / 1000 - DEADLINE_MARGIN_S
@@ -135,7 +138,8 @@ def run_clients(count: int, fault: Callable[[], None]) -> tuple[list[Answer], fl
     assert invoke("GET /items/{item_id}", path="/items/1").status in (200, 404)
     stop_at = time.monotonic() + RUN_FOR_S
     with ThreadPoolExecutor(max_workers=count) as pool:
-        futures = [pool.submit(client, stop_at) for _ in range(count)]
+        # Each client thread acts as the test's user, as each request would for its caller.
+        futures = [pool.submit(copy_context().run, client, stop_at) for _ in range(count)]
         time.sleep(FAULT_AFTER_S)
         fault()
         fault_ended = time.monotonic()
@@ -256,7 +260,7 @@ def test_write_waiting_on_a_row_lock_is_503_and_frees_the_connection(stack: Loca
         locked(stack, "SELECT id FROM items WHERE id = %s FOR UPDATE", item_id),
         ThreadPoolExecutor(max_workers=1) as pool,
     ):
-        pending = pool.submit(patch_in_thread, item_id)
+        pending = pool.submit(copy_context().run, patch_in_thread, item_id)
         time.sleep(STATEMENT_TIMEOUT_MS / 2000)
         while_waiting = active_backends(stack)
         answer = pending.result()
@@ -276,7 +280,9 @@ def test_request_in_flight_on_a_frozen_pooler_is_cut_at_the_deadline(stack: Loca
         ThreadPoolExecutor(max_workers=1) as pool,
         locked(stack, "SELECT id FROM items WHERE id = %s FOR UPDATE", item_id),
     ):
-        pending = pool.submit(patch_in_thread, item_id)  # connected, waiting on the lock
+        pending = pool.submit(
+            copy_context().run, patch_in_thread, item_id
+        )  # connected, waiting on the lock
         time.sleep(0.3)
         with pooler_frozen(stack):  # the server's answer (a timeout) is never relayed
             answer = pending.result()

@@ -20,11 +20,14 @@ from sqlalchemy import text
 
 from functions.items.models import Item
 from infra.local_stack import LocalStack
-from shared.db import transaction
+from shared.db import get_engine, transaction
 from shared.errors import RETRY_AFTER_SECONDS, ErrorResponse, error_response
+from shared.identity import acting_as
 from shared.sessions import session_scope
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.stack import reset_caches
+
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
 MARKER = f"LEAK{uuid.uuid4().hex[:8]}"
 """Put into the offending values; finding it in a body or a log means a value leaked."""
@@ -228,8 +231,10 @@ def test_serialization_failure_is_503(
     stack: LocalStack, item_id: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     def update_a_row_changed_since_the_snapshot() -> None:
-        with transaction() as conn:
-            conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        # The isolation level goes into BEGIN: acting as a user, the transaction's first
+        # statement sets the claims, so a `SET TRANSACTION` after it would come too late.
+        repeatable_read = get_engine().execution_options(isolation_level="REPEATABLE READ")
+        with repeatable_read.begin() as conn:
             conn.execute(text("SELECT quantity FROM items WHERE id = :id"), {"id": item_id})
             with pooler_connection(stack) as other:
                 other.execute("UPDATE items SET quantity = quantity + 1 WHERE id = %s", (item_id,))
@@ -245,35 +250,40 @@ def test_serialization_failure_is_503(
 
 
 def test_deadlock_is_503(caplog: pytest.LogCaptureFixture) -> None:
-    first, second = new_sku(), new_sku()
-    with transaction() as conn:
-        conn.execute(
-            text("INSERT INTO items (sku, name) VALUES (:a, 'a'), (:b, 'b')"),
-            {"a": first, "b": second},
-        )
-    both_locked_one = threading.Barrier(2)
-    lock_row = text("UPDATE items SET quantity = quantity + 1 WHERE sku = :sku")
-
-    def lock_in_order(one: str, other: str, deadlock_timeout_ms: int) -> None:
+    # Only a superuser may set deadlock_timeout: these transactions run as the login role.
+    with acting_as(None):
+        first, second = new_sku(), new_sku()
         with transaction() as conn:
-            conn.execute(text(f"SET LOCAL deadlock_timeout = {deadlock_timeout_ms}"))
-            conn.execute(lock_row, {"sku": one})
-            both_locked_one.wait(timeout=5)
-            conn.execute(lock_row, {"sku": other})
+            conn.execute(
+                text(
+                    "INSERT INTO items (owner_id, sku, name)"
+                    " VALUES (gen_random_uuid(), :a, 'a'), (gen_random_uuid(), :b, 'b')"
+                ),
+                {"a": first, "b": second},
+            )
+        both_locked_one = threading.Barrier(2)
+        lock_row = text("UPDATE items SET quantity = quantity + 1 WHERE sku = :sku")
 
-    # The slower detector waits in a thread; this side detects the deadlock and fails.
-    waiter = threading.Thread(target=lock_in_order, args=(first, second, 5_000))
-    waiter.start()
-    try:
-        exc = error_of(lambda: lock_in_order(second, first, 50))
-    finally:
-        waiter.join(timeout=10)
-    assert not waiter.is_alive()
-    with transaction() as conn:
-        conn.execute(text("DELETE FROM items WHERE sku IN (:a, :b)"), {"a": first, "b": second})
+        def lock_in_order(one: str, other: str, deadlock_timeout_ms: int) -> None:
+            with transaction() as conn:
+                conn.execute(text(f"SET LOCAL deadlock_timeout = {deadlock_timeout_ms}"))
+                conn.execute(lock_row, {"sku": one})
+                both_locked_one.wait(timeout=5)
+                conn.execute(lock_row, {"sku": other})
 
-    assert sqlstate_of(exc) == "40P01"
-    assert_retry_later(mapped(exc, caplog), caplog)
+        # The slower detector waits in a thread; this side detects the deadlock and fails.
+        waiter = threading.Thread(target=lock_in_order, args=(first, second, 5_000))
+        waiter.start()
+        try:
+            exc = error_of(lambda: lock_in_order(second, first, 50))
+        finally:
+            waiter.join(timeout=10)
+        assert not waiter.is_alive()
+        with transaction() as conn:
+            conn.execute(text("DELETE FROM items WHERE sku IN (:a, :b)"), {"a": first, "b": second})
+
+        assert sqlstate_of(exc) == "40P01"
+        assert_retry_later(mapped(exc, caplog), caplog)
 
 
 def test_server_connection_terminated_mid_request_is_503(

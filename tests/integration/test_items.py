@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from functions.items.handler import handler
 from functions.items.models import Item
 from shared.db import autocommit_connection
+from shared.identity import acting_as
 from tests.fixtures.lambda_events import (
     LambdaTestContext,
     body_of,
@@ -19,6 +20,8 @@ from tests.fixtures.lambda_events import (
     http_event,
     rest_event,
 )
+
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
 
 def invoke(event: dict[str, Any]) -> dict[str, Any]:
@@ -209,3 +212,20 @@ def test_round_trip_through_rest_and_function_url_events() -> None:
     assert created["statusCode"] == 201
     assert body_of(read)["sku"] == body["sku"]
     assert deleted["statusCode"] == 204
+
+
+@pytest.mark.parametrize(
+    ("route", "event"),
+    [("POST /items", {"body": {"sku": "no-one-1", "name": "x"}}), ("GET /items", {})],
+)
+def test_without_a_token_items_answer_401_and_touch_no_row(
+    route: str, event: dict[str, Any]
+) -> None:
+    with acting_as(None):  # the login role: every user's rows
+        before = item_count()
+        response = invoke(http_event(route, token="", **event))
+        after = item_count()
+
+    assert response["statusCode"] == 401
+    assert response["headers"]["www-authenticate"] == "Bearer"
+    assert after == before

@@ -24,6 +24,8 @@ from functions.items.models import Item
 from shared.db import transaction
 from tests.fixtures.lambda_http import lambda_session
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 BASE_URL = "http://items.lambda"
 MIN_CASES_PER_OPERATION = 200
 """Five operations, so at least 1,000 cases in all."""

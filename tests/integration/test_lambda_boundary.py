@@ -35,6 +35,8 @@ from tests.fixtures.lambda_events import (
 from tests.fixtures.service import FUNCTIONS, ROUTES, handler_of, read_route, uses_fastapi
 from tests.fixtures.tokens import Tokens
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 type Handler = Callable[[Any, LambdaTestContext], dict[str, Any]]
 
 HANDLERS: dict[str, Handler] = {name: handler_of(function) for name, function in FUNCTIONS.items()}

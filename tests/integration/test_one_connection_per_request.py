@@ -11,25 +11,34 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from mangum import Mangum
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
 from functions.items.models import Item
 from infra.local_stack import LocalStack
-from shared.db import get_engine
+from shared.db import autocommit_connection, get_engine, transaction
+from shared.identity import Identity, acting_as
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
-from tests.fixtures.service import handler_for
+from tests.fixtures.service import function_for, handler_of, uses_fastapi
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
 from tests.fixtures.tokens import Tokens
 from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
+
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
+WHO_AM_I = text(
+    "SELECT current_user AS role, current_setting('request.jwt.claims', true) AS claims"
+)
 
 STATEMENT = re.compile(rf"app={TEST_APPLICATION_NAME} .*LOG:\s+(?:statement|execute [^:]*): (.*)")
 # PgBouncer itself sends these on a server connection: tracked parameters and its health check.
@@ -82,16 +91,39 @@ def create_item() -> None:
     assert response["statusCode"] == 201
 
 
-def test_orm_create_uses_one_login_and_one_transaction(stack: LocalStack) -> None:
+def assert_sets_limits_and_identity_with_bound_values(prelude: str, user: Identity) -> None:
+    """One SELECT sets the limits, the role and the claims, every value a bound parameter."""
+    assert prelude.startswith("SELECT set_config('statement_timeout', $1, true)"), prelude
+    assert "set_config('role', $" in prelude
+    assert "set_config('request.jwt.claims', $" in prelude
+    assert str(user.user_id) not in prelude  # the claims are bound, never spliced into SQL
+
+
+def test_orm_create_uses_one_login_and_one_transaction(
+    stack: LocalStack, as_user: Identity
+) -> None:
     logins, statements = measure(stack, create_item)
 
     assert logins == 1
-    assert [s.split()[0].upper() for s in statements] == ["BEGIN", "SET", "INSERT", "COMMIT"]
-    assert statements[1].startswith("SET LOCAL statement_timeout")
+    assert [s.split()[0].upper() for s in statements] == ["BEGIN", "SELECT", "INSERT", "COMMIT"]
+    assert_sets_limits_and_identity_with_bound_values(statements[1], as_user)
     assert "RETURNING" in statements[2]
 
 
-def test_read_is_one_bounded_read_only_statement_without_begin_or_commit(stack: LocalStack) -> None:
+def test_without_an_identity_the_limits_are_set_local(stack: LocalStack) -> None:
+    def write_as_the_login_role() -> None:
+        with acting_as(None), transaction() as conn:
+            conn.execute(text("SELECT 2"))  # `SELECT 1` is PgBouncer's own, left out of the log
+
+    _, statements = measure(stack, write_as_the_login_role)
+
+    assert [s.split()[0].upper() for s in statements] == ["BEGIN", "SET", "SELECT", "COMMIT"]
+    assert statements[1].startswith("SET LOCAL statement_timeout")
+
+
+def test_read_is_one_bounded_read_only_statement_without_begin_or_commit(
+    stack: LocalStack, as_user: Identity
+) -> None:
     created = body_of(
         items_handler(
             http_event("POST /items", body={"sku": f"SKU-{uuid.uuid4().hex[:12]}", "name": "Read"}),
@@ -108,7 +140,7 @@ def test_read_is_one_bounded_read_only_statement_without_begin_or_commit(stack: 
 
     assert logins == 1
     assert len(statements) == 2, statements
-    assert "set_config('statement_timeout'" in statements[0]
+    assert_sets_limits_and_identity_with_bound_values(statements[0], as_user)
     assert "set_config('transaction_read_only'" in statements[0]
     assert statements[1].upper().startswith("SELECT")
 
@@ -150,7 +182,12 @@ SERVICE_ROLE_ROUTES = {"GET /connections"}
 
 
 def invoke(route: str, **event: Any) -> dict[str, Any]:
-    return dict(handler_for(route)(http_event(route, **event), LambdaTestContext()))
+    """FastAPI functions act as the token's user; plain ones, as in production, as the login
+    role (the test's own identity in scope is set aside for them)."""
+    function = function_for(route)
+    scope = nullcontext() if uses_fastapi(function) else acting_as(None)
+    with scope:
+        return dict(handler_of(function)(http_event(route, **event), LambdaTestContext()))
 
 
 @pytest.mark.parametrize("request_name", REQUESTS)
@@ -176,6 +213,43 @@ def test_reads_take_one_exchange_and_writes_two_after_the_login(
     assert response["statusCode"] in (200, 201, 204)
     [connection] = exchange_counter.settled()
     assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, expected)
+    reset_caches()
+
+
+SCOPES: dict[str, tuple[Callable[[], AbstractContextManager[Connection]], int]] = {
+    # how a request reaches the database: (scope, exchanges after login)
+    "read in autocommit": (autocommit_connection, 1),
+    "write in a transaction": (transaction, 2),
+}
+
+
+@pytest.mark.parametrize("acting_as_user", [False, True], ids=["login role", "user"])
+@pytest.mark.parametrize("scope_name", SCOPES)
+def test_acting_as_a_user_costs_no_extra_exchange(
+    database: LocalStack,
+    exchange_counter: ExchangeCounter,
+    monkeypatch: pytest.MonkeyPatch,
+    as_user: Identity,
+    scope_name: str,
+    acting_as_user: bool,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
+    reset_caches()
+    scope, expected = SCOPES[scope_name]
+    identity = as_user if acting_as_user else None
+    with acting_as(identity):
+        with scope() as warm_up:  # the engine's first connection runs the dialect's queries
+            warm_up.execute(text("SELECT 1"))
+        exchange_counter.reset()
+        with scope() as conn:
+            who = conn.execute(WHO_AM_I).one()
+
+    [connection] = exchange_counter.settled()
+    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, expected)
+    if identity is None:
+        assert (who.role, who.claims or None) == (database.config.user, None)
+    else:
+        assert (who.role, who.claims) == ("authenticated", identity.claims_json())
     reset_caches()
 
 

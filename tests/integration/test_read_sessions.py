@@ -18,6 +18,8 @@ from functions.items.models import Item
 from shared.async_sessions import get_async_read_session
 from shared.sessions import ReadOnlySessionError, read_session, session_scope
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 
 def count(sku: str) -> int:
     with read_session() as session:

@@ -22,6 +22,8 @@ from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 
 def test_the_functions_serve_after_a_simulated_snapshot_and_restore(
     database: LocalStack, exchange_counter: ExchangeCounter, monkeypatch: pytest.MonkeyPatch

@@ -12,6 +12,8 @@ from functions.items.handler import handler
 from shared.db import autocommit_connection
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 
+pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+
 NUL_BODIES = [
     ({"sku": "N-1", "name": "a\u0000b"}, "name"),
     ({"sku": "N\u00001", "name": "ab"}, "sku"),

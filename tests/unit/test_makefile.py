@@ -6,10 +6,8 @@ import os
 import subprocess
 
 import pytest
-from alembic.script import ScriptDirectory
 
 from infra import PROJECT_ROOT
-from infra.migrate import alembic_config
 
 
 def planned(*args: str) -> list[str]:
@@ -54,7 +52,13 @@ def test_migrate_without_a_stage_uses_the_settings_and_with_one_the_stage_secret
 
 def test_migration_autogenerates_a_revision_with_the_message() -> None:
     assert planned("migration", "MSG=add orders")[-1].endswith(
-        'alembic revision --autogenerate -m "add orders"'
+        'python -m infra.migrate revision -m "add orders"'
+    )
+
+
+def test_migration_goes_on_the_branch_of_the_function_given() -> None:
+    assert planned("migration", "MSG=add orders", "FUNCTION=orders")[-1].endswith(
+        'python -m infra.migrate revision -m "add orders" --function orders'
     )
 
 
@@ -87,24 +91,6 @@ def test_function_without_a_name_says_how_to_give_one() -> None:
 
     assert done.returncode != 0
     assert "make function NAME=orders" in done.stderr
-
-
-def branch_arguments(function: str) -> str:
-    """The Alembic arguments `make migration FUNCTION=...` picks, chosen by `alembic heads`."""
-    command = planned("migration", "MSG=m", f"FUNCTION={function}")[-1]
-    choice = command[command.index("$(") + 2 : command.rindex(")")]
-    done = subprocess.run(["bash", "-c", choice], cwd=PROJECT_ROOT, capture_output=True, text=True)
-    return done.stdout.strip()
-
-
-def test_a_functions_first_migration_starts_its_own_branch_and_later_ones_extend_it() -> None:
-    scripts = ScriptDirectory.from_config(alembic_config())
-    [existing, *_] = [
-        label for script in scripts.walk_revisions() for label in script.branch_labels
-    ]
-
-    assert branch_arguments("not_a_branch") == "--head base --branch-label not_a_branch"
-    assert branch_arguments(existing) == f"--head {existing}@head"
 
 
 def test_secret_jwt_stores_the_legacy_jwt_secret() -> None:

@@ -42,6 +42,7 @@ from sqlalchemy import Connection
 from shared.db import autocommit_connection
 from shared.deadline import deadline_for
 from shared.errors import AppError, error_response
+from shared.identity import acting_as
 from shared.logs import logger as powertools_logger
 
 __all__ = [
@@ -232,7 +233,9 @@ def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
             logger.warning("invalid event", extra={"reason": str(exc)})
             return _error(exc)
         try:
-            with deadline_for(context):
+            # Every invocation starts as nobody (the login role): only a verified token, in
+            # the session dependencies, puts a user's identity in scope.
+            with deadline_for(context), acting_as(None):
                 return dict(handler(http_event, context))
         except Exception as exc:  # the Lambda boundary: every error becomes a JSON response
             return _error(exc)

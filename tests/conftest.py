@@ -22,12 +22,12 @@ from shared.settings import ENV_FILE_VARIABLE, get_settings
 
 pytest_plugins = [
     "tests.fixtures.aws",
-    "tests.fixtures.identities",
     "tests.fixtures.lambda_events",
     "tests.fixtures.proxy",
     "tests.fixtures.reporting",
     "tests.fixtures.stack",
     "tests.fixtures.tokens",
+    "tests.fixtures.identities",  # after the two it imports, so pytest rewrites them first
 ]
 
 TESTS_DIR = Path(__file__).resolve().parent

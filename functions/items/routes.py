@@ -25,7 +25,7 @@ MAX_PAGE_SIZE = 100
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 409, 422, 503, 500)
+    "", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 401, 409, 422, 503, 500)
 )
 async def create_item(body: ItemCreate, session: SessionDep) -> ItemRead:
     """Store a new item; a duplicate SKU is a 409."""
@@ -35,7 +35,7 @@ async def create_item(body: ItemCreate, session: SessionDep) -> ItemRead:
     return ItemRead.model_validate(item)
 
 
-@router.get("", responses=error_responses(422, 503, 500))
+@router.get("", responses=error_responses(401, 422, 503, 500))
 async def list_items(
     session: ReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
@@ -51,7 +51,7 @@ async def list_items(
     return ItemPage(items=page, next_after=page[-1].id if len(rows) > limit else None)
 
 
-@router.get("/{item_id}", responses=error_responses(404, 422, 503, 500))
+@router.get("/{item_id}", responses=error_responses(401, 404, 422, 503, 500))
 async def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
     """One item by id."""
     item = await session.get(Item, item_id)
@@ -60,7 +60,7 @@ async def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
     return ItemRead.model_validate(item)
 
 
-@router.patch("/{item_id}", responses=error_responses(400, 404, 409, 422, 503, 500))
+@router.patch("/{item_id}", responses=error_responses(400, 401, 404, 409, 422, 503, 500))
 async def update_item(item_id: ItemId, body: ItemUpdate, session: SessionDep) -> ItemRead:
     """Change some fields, in one UPDATE ... RETURNING."""
     changes = body.model_dump(exclude_unset=True)
@@ -80,7 +80,7 @@ async def update_item(item_id: ItemId, body: ItemUpdate, session: SessionDep) ->
 @router.delete(
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(404, 422, 503, 500),
+    responses=error_responses(401, 404, 422, 503, 500),
 )
 async def delete_item(item_id: ItemId, session: SessionDep) -> Response:
     """Delete an item, in one DELETE ... RETURNING."""

@@ -24,7 +24,7 @@ from tests.bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
 from tests.bench.exchanges import measure_exchanges
 from tests.bench.report import build_report
 from tests.bench.sizes import measure_zip
-from tests.bench.stack import POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
+from tests.bench.stack import BENCH_USER, POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
 from tests.bench.stats import summarize
 from tests.bench.warm import measure_threads_per_request, measure_warm
 from tests.fixtures.tokens import serve_tokens
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             tokens=tokens,
         )
         _progress(f"burst: {processes} processes x {threads} clients")
-        burst = run_burst(stack, read_id, processes=processes, threads=threads, requests=3)
+        auth = (tokens.supabase_url, tokens.token(user_id=BENCH_USER.user_id))
+        burst = run_burst(stack, read_id, auth, processes=processes, threads=threads, requests=3)
 
     context["duration"] = f"{time.monotonic() - started:.0f} s"
     markdown, targets = build_report(

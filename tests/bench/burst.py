@@ -50,18 +50,24 @@ class _Peaks:
 
 
 def _client_process(
-    database_url: str, threads: int, requests: int, read_id: int, start_at: float
+    database_url: str,
+    auth: tuple[str, str],
+    threads: int,
+    requests: int,
+    read_id: int,
+    start_at: float,
 ) -> list[tuple[str, float]]:
-    """Run in a fresh process: `threads` clients, `requests` GETs each, from `start_at`."""
+    """Run in a fresh process: `threads` clients, `requests` GETs each, from `start_at`, with
+    `auth`'s token (the Supabase URL whose JWKS verifies it, and the bench user's token)."""
+    supabase_url, token = auth
     os.environ |= {
         "DATABASE_URL": database_url,
+        "SUPABASE_URL": supabase_url,
         "DB_APPLICATION_NAME": "bench-burst",
         "POWERTOOLS_SERVICE_NAME": "bench",
         "POWERTOOLS_LOG_LEVEL": "ERROR",
     }
     from functions.items.handler import handler
-    from shared.identity import acting_as
-    from tests.bench.stack import BENCH_USER
     from tests.fixtures.lambda_events import LambdaTestContext, http_event
 
     outcomes: list[tuple[str, float]] = []
@@ -71,14 +77,14 @@ def _client_process(
         # Mangum runs on the thread's event loop; Lambda's one thread has one, these need theirs.
         asyncio.set_event_loop(asyncio.new_event_loop())
         events = [
-            http_event("GET /items/{item_id}", path=f"/items/{read_id}") for _ in range(requests)
+            http_event("GET /items/{item_id}", path=f"/items/{read_id}", token=token)
+            for _ in range(requests)
         ]
         gate.wait()
         for event in events:
             started = time.perf_counter()
             try:
-                with acting_as(BENCH_USER):  # a thread starts with no identity in scope
-                    status = str(handler(event, LambdaTestContext())["statusCode"])
+                status = str(handler(event, LambdaTestContext())["statusCode"])
             except Exception as exc:  # a crash is an outcome to count, not to stop on
                 status = type(exc).__name__
             outcomes.append((status, time.perf_counter() - started))
@@ -128,7 +134,12 @@ def _sample(stack: LocalStack, stop: threading.Event, peaks: list[_Peaks]) -> No
 
 
 def run_burst(
-    stack: LocalStack, read_id: int, processes: int, threads: int, requests: int
+    stack: LocalStack,
+    read_id: int,
+    auth: tuple[str, str],
+    processes: int,
+    threads: int,
+    requests: int,
 ) -> BurstResult:
     """`processes` x `threads` clients, `requests` each, released together."""
     stop = threading.Event()
@@ -139,7 +150,9 @@ def run_burst(
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=processes, mp_context=spawn) as pool:
         futures = [
-            pool.submit(_client_process, stack.pooler_url(), threads, requests, read_id, start_at)
+            pool.submit(
+                _client_process, stack.pooler_url(), auth, threads, requests, read_id, start_at
+            )
             for _ in range(processes)
         ]
         outcomes = [outcome for future in futures for outcome in future.result()]

@@ -34,6 +34,7 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from tests.bench.contenders import BenchError
+from tests.bench.stack import BENCH_USER
 from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import authorized, http_event
 from tests.fixtures.service import FUNCTIONS, read_route
@@ -149,7 +150,10 @@ def measure_cold_starts(
         event = http_event(route, params=dict.fromkeys(route.parameters, read_id))
         # connections answers only the service role; the others take a user's token.
         event = authorized(
-            event, tokens.service_role() if function == "connections" else tokens.token()
+            event,
+            tokens.service_role()
+            if function == "connections"
+            else tokens.token(user_id=BENCH_USER.user_id),
         )
         events[function] = work / f"{function}-event.json"
         events[function].write_text(json.dumps(event))

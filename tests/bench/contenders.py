@@ -26,7 +26,6 @@ from functions.connections.handler import handler as connections_handler
 from functions.connections.report import USAGE_QUERY
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
-from shared.identity import acting_as
 from tests.bench.naive import build_naive_handler
 from tests.bench.stack import BENCH_USER
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
@@ -89,6 +88,8 @@ class _LambdaHandlers(Contender):
     }
     service_token: str | None = None
     """The bearer token for /connections, which answers only the service role."""
+    user_token: str | None = None
+    """The bench user's bearer token for the items routes (the naive function ignores it)."""
 
     def handler_for(self, route: str) -> Handler:
         raise NotImplementedError
@@ -114,19 +115,30 @@ class _LambdaHandlers(Contender):
             case "connections":
                 return http_event("GET /connections", token=self.service_token)
             case "items list":
-                return http_event("GET /items", query="limit=20")
+                return http_event("GET /items", query="limit=20", token=self.user_token)
             case "items get":
-                return http_event("GET /items/{item_id}", path=f"/items/{self.read_id}")
+                return http_event(
+                    "GET /items/{item_id}", path=f"/items/{self.read_id}", token=self.user_token
+                )
             case "items create":
-                return http_event("POST /items", body={"sku": _new_sku(), "name": "Bench item"})
+                return http_event(
+                    "POST /items",
+                    body={"sku": _new_sku(), "name": "Bench item"},
+                    token=self.user_token,
+                )
             case "items update":
                 return http_event(
                     "PATCH /items/{item_id}",
                     path=f"/items/{self._write_id()}",
                     body={"quantity": 7},
+                    token=self.user_token,
                 )
             case "items delete":
-                return http_event("DELETE /items/{item_id}", path=f"/items/{self._write_id()}")
+                return http_event(
+                    "DELETE /items/{item_id}",
+                    path=f"/items/{self._write_id()}",
+                    token=self.user_token,
+                )
         raise ValueError(route)
 
 
@@ -141,6 +153,7 @@ class ProjectFunctions(_LambdaHandlers):
         os.environ["SUPABASE_URL"] = tokens.supabase_url
         os.environ["DB_APPLICATION_NAME"] = APPLICATION_NAME
         self.service_token = tokens.service_role()
+        self.user_token = tokens.token(user_id=BENCH_USER.user_id)
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
         reset_caches()
 
@@ -150,18 +163,6 @@ class ProjectFunctions(_LambdaHandlers):
         if route == "connections":
             return connections_handler
         return items_handler
-
-    def prepare(self, route: str) -> Request:
-        """Items act as the bench's user, as the route layer acts for a token's user."""
-        request = super().prepare(route)
-        if route in ("health", "connections"):
-            return request
-
-        def as_the_bench_user() -> None:
-            with acting_as(BENCH_USER):
-                request()
-
-        return as_the_bench_user
 
 
 class NaiveFastAPI(_LambdaHandlers):

@@ -23,8 +23,7 @@ from sqlalchemy import text
 from infra.local_stack import LocalStack
 from infra.migrate import upgrade
 from shared.db import transaction
-from shared.identity import acting_as
-from tests.fixtures.identities import new_user
+from tests.fixtures.identities import Acting, new_user
 from tests.fixtures.lambda_events import body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings, show_for
 from tests.fixtures.stack import reset_caches
@@ -69,13 +68,13 @@ def in_a_transaction_of_our_own(sku: str) -> tuple[Backend, set[str]]:
         return backend, set(owners)
 
 
-def status_of(name: str, item_id: int, body: Any = None) -> int:
-    response = invoke(http_event(name, path=f"/items/{item_id}", body=body))
+def status_of(route: str, item_id: int, body: Any = None) -> int:
+    response = invoke(http_event(route, params={"item_id": item_id}, body=body))
     return int(response["statusCode"])
 
 
 def listed_ids() -> list[int]:
-    page = body_of(invoke(http_event("get_items", query="limit=100")))
+    page = body_of(invoke(http_event("GET /items", query="limit=100")))
     return [item["id"] for item in page["items"]]
 
 
@@ -98,28 +97,30 @@ def one_server_connection(
     reset_caches()
 
 
-def test_two_users_never_see_or_change_each_others_items() -> None:
+def test_two_users_never_see_or_change_each_others_items(act: Acting) -> None:
     a, b = new_user(), new_user()
     sku = f"SKU-{uuid.uuid4().hex[:12]}"
-    with acting_as(a):
+    with act(a):
         a_item = create(sku, name="A's")
-    with acting_as(b):
+    with act(b):
         b_item = create(sku, name="B's")  # the same SKU: unique per owner, not globally
         b_listed = listed_ids()
         b_touching_a = [
-            status_of("get_item", a_item["id"]),
-            status_of("patch_item", a_item["id"], body={"name": "taken by B"}),
-            status_of("delete_item", a_item["id"]),
+            status_of("GET /items/{item_id}", a_item["id"]),
+            status_of("PATCH /items/{item_id}", a_item["id"], body={"name": "taken by B"}),
+            status_of("DELETE /items/{item_id}", a_item["id"]),
         ]
         b_own = [
-            status_of("patch_item", b_item["id"], body={"quantity": 7}),
-            status_of("get_item", b_item["id"]),
+            status_of("PATCH /items/{item_id}", b_item["id"], body={"quantity": 7}),
+            status_of("GET /items/{item_id}", b_item["id"]),
         ]
-    with acting_as(a):
+    with act(a):
         a_listed = listed_ids()
-        a_item_after = body_of(invoke(http_event("get_item", path=f"/items/{a_item['id']}")))
-        a_duplicate = invoke(http_event("post_items", body={"sku": sku, "name": "again"}))
-        a_deletes_own = status_of("delete_item", a_item["id"])
+        a_item_after = body_of(
+            invoke(http_event("GET /items/{item_id}", params={"item_id": a_item["id"]}))
+        )
+        a_duplicate = invoke(http_event("POST /items", body={"sku": sku, "name": "again"}))
+        a_deletes_own = status_of("DELETE /items/{item_id}", a_item["id"])
 
     assert (a_listed, b_listed) == ([a_item["id"]], [b_item["id"]])
     assert b_touching_a == [404, 404, 404]  # never a 403 that would confirm the item exists
@@ -130,27 +131,27 @@ def test_two_users_never_see_or_change_each_others_items() -> None:
 
 
 def test_identity_ends_with_each_transaction_on_the_one_shared_server_connection(
-    one_server_connection: LocalStack,
+    one_server_connection: LocalStack, act: Acting
 ) -> None:
     stack = one_server_connection
     a, b = new_user(), new_user()
-    with acting_as(a):
+    with act(a):
         a_items = [create(f"A-{n}") for n in range(3)]
         a_changes = [
-            status_of("patch_item", a_items[0]["id"], body={"quantity": 1}),
-            status_of("delete_item", a_items[2]["id"]),
+            status_of("PATCH /items/{item_id}", a_items[0]["id"], body={"quantity": 1}),
+            status_of("DELETE /items/{item_id}", a_items[2]["id"]),
         ]
         as_a, _ = in_a_transaction_of_our_own("A-direct")
     # Three clients in a row: A's last transaction, a client that sets nothing, B's.
     after_a = next_client_finds(stack)
-    with acting_as(b):
+    with act(b):
         as_b, owners_seen_by_b = in_a_transaction_of_our_own("B-direct")
         b_item = create("A-0")  # A's SKU: unique per owner, not globally
         b_listed = listed_ids()
         b_touching_a = [
-            status_of("get_item", a_items[0]["id"]),
-            status_of("patch_item", a_items[1]["id"], body={"name": "B's now"}),
-            status_of("delete_item", a_items[1]["id"]),
+            status_of("GET /items/{item_id}", a_items[0]["id"]),
+            status_of("PATCH /items/{item_id}", a_items[1]["id"], body={"name": "B's now"}),
+            status_of("DELETE /items/{item_id}", a_items[1]["id"]),
         ]
     after_b = next_client_finds(stack)
     [server] = show_for(stack, "SERVERS")
@@ -174,11 +175,11 @@ def test_identity_ends_with_each_transaction_on_the_one_shared_server_connection
 
 
 def test_control_session_level_settings_leak_to_the_next_client(
-    one_server_connection: LocalStack,
+    one_server_connection: LocalStack, act: Acting
 ) -> None:
     stack = one_server_connection
     a = new_user()
-    with acting_as(a):
+    with act(a):
         a_item = create("A-0")
 
     with plain_client(stack) as conn:  # what a transaction pooler cannot contain

@@ -17,14 +17,15 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.specs.openapi.checks import ignored_auth
 from sqlalchemy import delete, func, select
 
 from functions.items.handler import app, handler
 from functions.items.models import Item
 from shared.db import transaction
 from tests.fixtures.lambda_http import lambda_session
-
-pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+from tests.fixtures.tokens import Tokens
 
 BASE_URL = "http://items.lambda"
 MIN_CASES_PER_OPERATION = 200
@@ -45,6 +46,12 @@ def items_api() -> Iterator[requests.Session]:
         conn.execute(delete(Item).where(Item.id > last_id))
 
 
+@pytest.fixture(scope="module")
+def user_token(tokens: Tokens) -> str:
+    """One user's access token for the whole run, so each case sees that user's rows."""
+    return tokens.token()
+
+
 @pytest.fixture
 def cases() -> Iterator[list[schemathesis.Case[Any]]]:
     """The cases one operation's test ran; fewer than the minimum fails the test."""
@@ -61,7 +68,20 @@ def cases() -> Iterator[list[schemathesis.Case[Any]]]:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_items_api_answers_as_documented(
-    case: schemathesis.Case[Any], items_api: requests.Session, cases: list[schemathesis.Case[Any]]
+    case: schemathesis.Case[Any],
+    items_api: requests.Session,
+    cases: list[schemathesis.Case[Any]],
+    user_token: str,
 ) -> None:
     cases.append(case)
-    case.call_and_validate(base_url=BASE_URL, session=items_api)
+    # Every case as one user, with a token the handler verifies, except those whose headers
+    # are meant to be wrong: those keep what schemathesis made (no token, a malformed one), and
+    # must be refused. `ignored_auth` sends its probes around the session, so they never reach
+    # the handler; forged tokens are refused case by case in tests/unit/test_auth.py.
+    negative_headers = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+    case.call_and_validate(
+        base_url=BASE_URL,
+        session=items_api,
+        headers=None if negative_headers else {"Authorization": f"Bearer {user_token}"},
+        excluded_checks=[ignored_auth],
+    )

@@ -43,8 +43,8 @@ HANDLERS: dict[str, Handler] = {name: handler_of(function) for name, function in
 # What a function may answer, from the README; a 500 is never right for a request. FastAPI
 # also answers unknown paths and methods (404, 405) and a trailing slash (307, to the path
 # without it).
-# A route that takes a token answers 401 without one, and generated events hold none.
-PLAIN_STATUSES = {200, 400, 401, 503}
+# A route that takes a token answers 401 without one, a service-role route 403 to a user.
+PLAIN_STATUSES = {200, 400, 401, 403, 503}
 FASTAPI_STATUSES = {200, 201, 204, 307, 400, 401, 404, 405, 409, 422, 503}
 # A path parameter no stored row has: reads answer without touching other tests' data.
 NO_SUCH_ROW = "987654321"

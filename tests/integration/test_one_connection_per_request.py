@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from shared.db import autocommit_connection, get_engine, transaction
 from shared.identity import Identity, acting_as
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
-from tests.fixtures.service import function_for, handler_of, uses_fastapi
+from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
 from tests.fixtures.tokens import Tokens
 from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
@@ -182,12 +182,7 @@ SERVICE_ROLE_ROUTES = {"GET /connections"}
 
 
 def invoke(route: str, **event: Any) -> dict[str, Any]:
-    """FastAPI functions act as the token's user; plain ones, as in production, as the login
-    role (the test's own identity in scope is set aside for them)."""
-    function = function_for(route)
-    scope = nullcontext() if uses_fastapi(function) else acting_as(None)
-    with scope:
-        return dict(handler_of(function)(http_event(route, **event), LambdaTestContext()))
+    return dict(handler_for(route)(http_event(route, **event), LambdaTestContext()))
 
 
 @pytest.mark.parametrize("request_name", REQUESTS)

@@ -18,6 +18,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -297,12 +298,13 @@ def test_no_function_imports_what_its_zip_leaves_out(
 ) -> None:
     """Every kind of request, bad input, and a database that is down, in one traced process
     each, every function handed every event."""
+    owner = str(uuid.uuid4())  # the user the events act as, who owns the row they read
     with psycopg.connect(database.pooler_url(), autocommit=True) as conn:
         [(row_id,)] = conn.execute(
-            "INSERT INTO items (sku, name) VALUES (%s, 'traced') RETURNING id",
-            [f"TRACE-{os.urandom(4).hex()}"],
+            "INSERT INTO items (owner_id, sku, name) VALUES (%s, %s, 'traced') RETURNING id",
+            [owner, f"TRACE-{os.urandom(4).hex()}"],
         ).fetchall()
-    served = served_events(row_id, tokens.service_role())
+    served = served_events(row_id, tokens.token(user_id=owner))
     down = [http_event(read_route(f), token=tokens.service_role()) for f in FUNCTIONS.values()]
     closed = database.pooler_url().replace(f":{database.config.pooler_port}/", f":{free_port()}/")
 

@@ -259,7 +259,8 @@ def register(text: str, names: Names, kind: Kind) -> tuple[str, int]:
     insert_after(defaults, last_concurrency, names.concurrency_param, DEFAULT_CONCURRENCY)
     if kind == "fastapi":
         groups = _child_map(_child_map(config, "custom"), "dependencyGroups")
-        group = CommentedSeq(["fastapi"])
+        # FastAPI's session dependencies verify the caller's access token: PyJWT (`auth`).
+        group = CommentedSeq(["fastapi", "auth"])
         group.fa.set_flow_style()
         insert_after(groups, next(reversed(groups), None), names.name, group)
     functions = _child_map(config, "functions")

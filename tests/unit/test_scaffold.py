@@ -52,7 +52,7 @@ def test_a_fastapi_function_gets_a_route_a_test_and_its_dependency_group(
     assert (project / "functions" / "order_lines" / "routes.py").is_file()
     assert "/order-lines" in (project / "functions" / "order_lines" / "routes.py").read_text()
     assert function["events"] == [{"httpApi": "GET /order-lines"}]
-    assert after["custom"]["dependencyGroups"]["order_lines"] == ["fastapi"]
+    assert after["custom"]["dependencyGroups"]["order_lines"] == ["fastapi", "auth"]
     assert after["params"]["default"]["orderLinesConcurrency"] == DEFAULT_CONCURRENCY
     assert function["reservedConcurrency"] == "${param:orderLinesConcurrency}"
     test = (project / "tests" / "integration" / "test_order_lines.py").read_text()

@@ -62,13 +62,15 @@ def test_migration_goes_on_the_branch_of_the_function_given() -> None:
     )
 
 
-def test_migration_without_a_message_says_how_to_give_one() -> None:
-    done = subprocess.run(
-        ["make", "-n", "migration"], cwd=PROJECT_ROOT, capture_output=True, text=True
-    )
+@pytest.mark.parametrize(
+    ("target", "example"),
+    [("migration", 'make migration MSG="add orders"'), ("function", "make function NAME=orders")],
+)
+def test_a_target_missing_its_argument_says_how_to_give_it(target: str, example: str) -> None:
+    done = subprocess.run(["make", "-n", target], cwd=PROJECT_ROOT, capture_output=True, text=True)
 
     assert done.returncode != 0
-    assert 'make migration MSG="add orders"' in done.stderr
+    assert example in done.stderr
 
 
 def test_unit_target_deselects_every_test_that_needs_a_server_or_a_build() -> None:
@@ -82,15 +84,6 @@ def test_function_scaffolds_with_a_kind_only_when_one_is_given() -> None:
     assert planned("function", "NAME=orders", "KIND=plain")[-1].endswith(
         "python -m infra.scaffold orders --kind plain"
     )
-
-
-def test_function_without_a_name_says_how_to_give_one() -> None:
-    done = subprocess.run(
-        ["make", "-n", "function"], cwd=PROJECT_ROOT, capture_output=True, text=True
-    )
-
-    assert done.returncode != 0
-    assert "make function NAME=orders" in done.stderr
 
 
 def test_secret_jwt_stores_the_legacy_jwt_secret() -> None:

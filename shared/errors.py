@@ -9,7 +9,6 @@
     ├── ConfigurationError            500, logged with the setting that is wrong
     │   ├── DatabaseConfigError
     │   └── AuthConfigError
-    ├── IdentityRequiredError         500 (shared.identity) a user-data session with no identity
     └── ServiceUnavailableError       503 + Retry-After
         ├── DatabaseSecretNotSetError
         ├── DatabaseUnavailableError      Secrets Manager throttling or not answering

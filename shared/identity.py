@@ -22,16 +22,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from shared.errors import AppError
-
 __all__ = [
     "ANONYMOUS",
     "ROLES",
     "Identity",
-    "IdentityRequiredError",
     "acting_as",
     "current_identity",
-    "required_identity",
 ]
 
 ROLES = frozenset({"anon", "authenticated", "service_role"})
@@ -66,17 +62,6 @@ class Identity:
 ANONYMOUS = Identity("anon", {})
 
 
-class IdentityRequiredError(AppError):
-    """A session for users' data reached for the database with no identity in scope: a 500.
-
-    Failing closed: without this, the session would run as the login role, which may bypass
-    row-level security and see every user's rows.
-    """
-
-    def __init__(self) -> None:
-        super().__init__("no identity in scope: run user-data sessions inside acting_as()")
-
-
 @contextmanager
 def acting_as(identity: Identity | None) -> Iterator[Identity | None]:
     """Run the block's transactions as `identity` (None: as the login role), then restore."""
@@ -90,11 +75,3 @@ def acting_as(identity: Identity | None) -> Iterator[Identity | None]:
 def current_identity() -> Identity | None:
     """The identity in scope; None means the login role."""
     return _identity.get()
-
-
-def required_identity() -> Identity:
-    """The identity in scope, or `IdentityRequiredError` when there is none."""
-    identity = _identity.get()
-    if identity is None:
-        raise IdentityRequiredError
-    return identity

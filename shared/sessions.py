@@ -9,11 +9,8 @@ over: flushing a change raises `ReadOnlySessionError`, and Postgres itself refus
 statement (`transaction_read_only`, set in the same exchange by `shared.driver`).
 
 Sessions act as the identity in scope (`shared.identity.acting_as`), or as the login role when
-there is none. The FastAPI dependencies give user sessions (`UserSession`, `UserReadSession`),
-which refuse to reach the database with no identity in scope (`IdentityRequiredError`, a 500):
-a route that forgot to say whom it acts for fails closed instead of running as the login role,
-which may see every user's rows. The check runs when the session first needs a connection, so
-a request with invalid input still gets its 4xx.
+there is none: a plain handler that reads users' data runs them inside
+`acting_as(require_identity(event))`.
 """
 
 from __future__ import annotations
@@ -22,20 +19,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, event
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session
 
 from shared.db import get_engine
-from shared.identity import required_identity
 
 __all__ = [
     "READ_ONLY_OPTIONS",
     "ReadOnlySessionError",
     "ReadSession",
-    "UserReadSession",
-    "UserSession",
-    "get_read_session",
-    "get_session",
     "read_session",
     "session_scope",
 ]
@@ -58,43 +49,15 @@ class ReadSession(Session):
         super().flush(objects)
 
 
-class UserSession(Session):
-    """A session for users' data: no connection, so no statement, without an identity."""
-
-
-class UserReadSession(UserSession, ReadSession):
-    """A read session for users' data."""
-
-
-@event.listens_for(UserSession, "after_begin")
-def _refuse_without_an_identity(
-    _session: Session, _transaction: SessionTransaction, _connection: Connection
-) -> None:
-    # The driver sends BEGIN with the first statement, so nothing has reached the server yet.
-    required_identity()
-
-
 @contextmanager
-def session_scope(session_class: type[Session] = Session) -> Iterator[Session]:
+def session_scope() -> Iterator[Session]:
     """A read-write unit of work: committed on success, rolled back on any error."""
-    with session_class(get_engine(), expire_on_commit=False) as session, session.begin():
+    with Session(get_engine(), expire_on_commit=False) as session, session.begin():
         yield session
 
 
 @contextmanager
-def read_session(session_class: type[ReadSession] = ReadSession) -> Iterator[Session]:
+def read_session() -> Iterator[Session]:
     """A read-only session in autocommit, for requests that only read."""
-    with session_class(get_engine().execution_options(**READ_ONLY_OPTIONS)) as session:
-        yield session
-
-
-def get_session() -> Iterator[Session]:
-    """FastAPI dependency: `session_scope` for users' data, as the identity in scope."""
-    with session_scope(UserSession) as session:
-        yield session
-
-
-def get_read_session() -> Iterator[Session]:
-    """FastAPI dependency: `read_session` for users' data, as the identity in scope."""
-    with read_session(UserReadSession) as session:
+    with ReadSession(get_engine().execution_options(**READ_ONLY_OPTIONS)) as session:
         yield session

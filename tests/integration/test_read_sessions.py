@@ -15,7 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InternalError
 
 from functions.items.models import Item
-from shared.async_sessions import get_async_read_session
+from shared.async_sessions import async_read_session
+from shared.identity import Identity
 from shared.sessions import ReadOnlySessionError, read_session, session_scope
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
@@ -59,11 +60,11 @@ def test_control_the_same_write_in_a_read_write_session_is_stored() -> None:
     assert count(sku) == 1
 
 
-def test_the_async_read_session_of_fastapi_routes_refuses_writes_too() -> None:
+def test_the_async_read_session_of_fastapi_routes_refuses_writes_too(as_user: Identity) -> None:
     sku = f"RO-{uuid.uuid4().hex[:12]}"
 
     async def write_through_a_read_session() -> None:
-        async for session in get_async_read_session():
+        async with async_read_session(as_user) as session:
             session.add(Item(sku=sku, name="never stored"))
             await session.flush()
 

@@ -12,10 +12,8 @@ from shared.driver import _prelude
 from shared.identity import (
     ANONYMOUS,
     Identity,
-    IdentityRequiredError,
     acting_as,
     current_identity,
-    required_identity,
 )
 
 USER = Identity("authenticated", {"sub": "9f0c7a4e-8a53-4a57-9e6b-1d0b6f2c3d4e", "role": "x'; --"})
@@ -56,13 +54,6 @@ def test_acting_as_scopes_the_identity_and_restores_the_outer_one() -> None:
     seen.append(current_identity())
 
     assert seen == [USER, None, USER, None]
-
-
-def test_required_identity_refuses_when_none_is_in_scope() -> None:
-    with pytest.raises(IdentityRequiredError):
-        required_identity()
-    with acting_as(ANONYMOUS):
-        assert required_identity() is ANONYMOUS
 
 
 def test_without_an_identity_a_transaction_sets_its_limits_with_set_local() -> None:

@@ -110,9 +110,11 @@ def new_revision(message: str, function: str | None = None, config: Config | Non
     functions = sorted(branches - {PLATFORM_BRANCH})
     if function is None:
         if len(functions) != 1:
+            which = f"several functions have migrations ({', '.join(functions)})"
+            example = functions[0] if functions else "orders"
             raise CommandError(
-                f"several functions have migrations ({', '.join(functions)}): say which one,"
-                f' e.g. make migration MSG="{message}" FUNCTION={functions[0]}'
+                f"{which if functions else 'no function has migrations yet'}: say whose, e.g."
+                f' make migration MSG="{message}" FUNCTION={example}'
             )
         function = functions[0]
     if function in branches:

@@ -82,3 +82,12 @@ def test_a_function_without_migrations_starts_its_branch_after_the_platform(
     assert (orders.down_revision, orders.dependencies) == (None, "platform_0001")
     with pytest.raises(CommandError, match="FUNCTION=items"):  # two branches now: say which
         new_revision("next", config=versions_copy)
+
+
+def test_with_no_function_migrations_a_revision_asks_whose(versions_copy: Config) -> None:
+    versions = Path(versions_copy.get_main_option("version_locations") or "")
+    for sample in versions.glob("*items*.py"):  # the sample removed: only the platform's branch
+        sample.unlink()
+
+    with pytest.raises(CommandError, match=r"no function has migrations yet.*FUNCTION=orders"):
+        new_revision("create orders", config=versions_copy)

@@ -262,7 +262,14 @@ def threads_started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return started
 
 
-def test_fastapi_function_starts_no_thread_per_request(threads_started: list[str]) -> None:
+def test_fastapi_function_starts_no_thread_per_request(
+    database: LocalStack, monkeypatch: pytest.MonkeyPatch, threads_started: list[str]
+) -> None:
+    # A host name, as every deployed URL has: psycopg resolves it in the event loop's default
+    # executor, a worker thread, which is started once only while the loop outlives requests.
+    named_host = database.pooler_url().replace("@127.0.0.1:", "@localhost:")
+    monkeypatch.setenv("DATABASE_URL", named_host)
+    reset_caches()
     created = invoke("POST /items", body={"sku": f"T-{uuid.uuid4().hex[:12]}", "name": "t"})
     path = f"/items/{body_of(created)['id']}"
     threads_started.clear()  # the deadline watchdog starts once per process
@@ -274,6 +281,7 @@ def test_fastapi_function_starts_no_thread_per_request(threads_started: list[str
         )
 
     assert threads_started == []
+    reset_caches()
 
 
 def test_control_a_sync_route_starts_a_thread_per_request(threads_started: list[str]) -> None:

@@ -295,6 +295,63 @@ def test_keys_expire_and_a_removed_key_is_refused_then(fresh_tokens: Tokens) -> 
     assert fresh_tokens.endpoint.fetches == 2
 
 
+# --- verified tokens remembered -------------------------------------------------------------
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens whose signature and claims PyJWT checked, in order."""
+    checked: list[str] = []
+    original = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        checked.append(token)
+        return original(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    return checked
+
+
+def test_a_token_seen_before_is_not_checked_again(tokens: Tokens, decodes: list[str]) -> None:
+    verifier = TokenVerifier(tokens.supabase_url)
+    token, other = tokens.token(), tokens.token()
+
+    claims = [verifier.verify(token) for _ in range(3)]
+    verifier.verify(other)
+
+    assert decodes == [token, other]
+    assert claims[0] == claims[2] == jwt.decode(token, options={"verify_signature": False})
+
+
+def test_a_remembered_token_still_expires(
+    tokens: Tokens, monkeypatch: pytest.MonkeyPatch, decodes: list[str]
+) -> None:
+    monkeypatch.setattr(auth, "CLOCK_SKEW_S", 0)
+    verifier = TokenVerifier(tokens.supabase_url)
+    expires = int(time.time()) + 1
+    token = tokens.token(exp=expires)
+    verifier.verify(token)
+
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    error = refused(verifier.verify, token)
+
+    assert str(error) == auth.EXPIRED
+    assert decodes == [token, token]
+
+
+def test_the_oldest_remembered_token_is_forgotten_first(
+    tokens: Tokens, monkeypatch: pytest.MonkeyPatch, decodes: list[str]
+) -> None:
+    monkeypatch.setattr(auth, "VERIFIED_TOKENS_KEPT", 2)
+    verifier = TokenVerifier(tokens.supabase_url)
+    first, second, third = tokens.token(), tokens.token(), tokens.token()
+
+    for token in (first, second, third, third, second, first):
+        verifier.verify(token)
+
+    assert decodes == [first, second, third, first]
+
+
 # --- when the JWKS cannot be read: 503, within the deadline -------------------------------
 
 

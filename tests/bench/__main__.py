@@ -22,6 +22,7 @@ from tests.bench.burst import run_burst
 from tests.bench.coldstart import measure_cold_starts
 from tests.bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
 from tests.bench.exchanges import measure_exchanges
+from tests.bench.ladder import STEPS, measure_ladder
 from tests.bench.report import build_report
 from tests.bench.sizes import measure_zip
 from tests.bench.stack import BENCH_USER, POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
@@ -125,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
         url = stack.pooler_url()
+        project = ProjectFunctions(read_id, url, tokens)
         contenders = [
-            ProjectFunctions(read_id, url, tokens),
+            project,
             RawPsycopg(read_id, url),
             NaiveFastAPI(read_id, url),
         ]
         _progress(f"warm latency: {rounds} interleaved rounds")
         warm = measure_warm(contenders, rounds=rounds, warmup=max(5, rounds // 20))
         thread_counts = measure_threads_per_request(contenders, requests=10)
+        _progress("where a warm read spends its time")
+        ladder = measure_ladder(project, url, rounds=rounds, warmup=max(5, rounds // 20))
         _progress(f"cold starts: {cold_rounds} rounds")
         cold = measure_cold_starts(
             zips["x86_64"],
@@ -150,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     context["duration"] = f"{time.monotonic() - started:.0f} s"
     markdown, targets = build_report(
         context=context, warm=warm, threads=thread_counts, exchanges=exchanges, cold=cold,
-        sizes=sizes, burst=burst,
+        sizes=sizes, burst=burst, ladder=ladder,
     )  # fmt: skip
     results = {
         "context": context,
         "warm_ms": _summaries(warm),
         "threads_per_request": thread_counts,
+        "items_get_ladder_ms": {
+            step: dataclasses.asdict(summarize(samples))
+            for step, samples in zip(STEPS, ladder, strict=True)
+        },
         "exchanges": _as_dicts(exchanges),
         "cold_start_ms": _summaries(cold),
         "zip_bytes": _as_dicts(sizes),

@@ -33,6 +33,9 @@ from tests.fixtures.stack import reset_caches
 from tests.fixtures.tokens import Tokens
 
 __all__ = [
+    "APPLICATION_NAME",
+    "ITEM_COLUMNS",
+    "RAW_CONNECT_ARGS",
     "READ_ROUTES",
     "ROUTES",
     "WRITE_ROUTES",
@@ -41,6 +44,7 @@ __all__ = [
     "NaiveFastAPI",
     "ProjectFunctions",
     "RawPsycopg",
+    "Request",
 ]
 
 READ_ROUTES = ("health", "connections", "items list", "items get")
@@ -195,6 +199,16 @@ RAW_SQL = {
 }
 
 
+RAW_CONNECT_ARGS: dict[str, Any] = {
+    "prepare_threshold": None,
+    "sslmode": "disable",
+    "connect_timeout": 3,
+    "application_name": APPLICATION_NAME,
+    "client_encoding": "utf8",
+}
+"""The project's connect settings, for psycopg alone."""
+
+
 class RawPsycopg(Contender):
     """psycopg alone, one fresh connection per request, with the project's connect settings."""
 
@@ -205,15 +219,7 @@ class RawPsycopg(Contender):
         self.database_url = database_url
 
     def _connect(self, *, autocommit: bool) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(
-            self.database_url,
-            autocommit=autocommit,
-            prepare_threshold=None,
-            sslmode="disable",
-            connect_timeout=3,
-            application_name=APPLICATION_NAME,
-            client_encoding="utf8",
-        )
+        return psycopg.connect(self.database_url, autocommit=autocommit, **RAW_CONNECT_ARGS)
 
     def _params(self, route: str) -> list[Any]:
         match route:

@@ -8,6 +8,7 @@ from tests.bench.burst import BurstResult
 from tests.bench.coldstart import SCENARIOS
 from tests.bench.contenders import READ_ROUTES, ROUTES, WRITE_ROUTES
 from tests.bench.exchanges import RequestExchanges
+from tests.bench.ladder import STEPS
 from tests.bench.sizes import ZipSize
 from tests.bench.stats import Ratio, ratio, summarize
 
@@ -83,6 +84,7 @@ def build_report(
     cold: dict[str, dict[str, list[float]]],
     sizes: dict[str, dict[str, ZipSize]],
     burst: BurstResult,
+    ladder: list[list[float]],
 ) -> tuple[str, list[Target]]:
     """The Markdown report and the targets with today's figures."""
     targets: list[Target] = []
@@ -108,6 +110,16 @@ def build_report(
          "target (project / raw)"],
         rows,
     )  # fmt: skip
+
+    md.heading("Where a warm `GET /items/{id}` spends its time (one layer added per step)")
+    rows = []
+    for index, step in enumerate(STEPS):
+        median = summarize(ladder[index]).median_ms
+        added = median - summarize(ladder[index - 1]).median_ms if index else 0.0
+        rows.append(
+            [step, _ms(ladder[index]), f"{added:+.2f}", _x(ratio(ladder[index], ladder[0]))]
+        )
+    md.table(["step", "ms", "added by the step (ms)", "/ raw psycopg"], rows)
 
     md.heading("Exchanges with the pooler per warm request (connections, login + statements)")
     rows = []

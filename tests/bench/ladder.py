@@ -1,0 +1,132 @@
+"""Where a warm `GET /items/{id}` spends its time: the same read, one layer added per step.
+
+Each step does what the step before it does plus one layer of the project's path, all in
+interleaved rounds, so the differences of their medians say what each layer costs:
+
+1. raw psycopg: connect, SELECT, close (the warm table's reference);
+2. acting as the user: the same SELECT after one `set_config` of the statement timeout, role
+   and claims, in one pipeline, as `shared.driver` sends it (what row-level security needs);
+3. asyncio: `shared.driver.AsyncPoolerConnection`, as the FastAPI functions connect;
+4. SQLAlchemy Core: the project's asyncio engine (NullPool, its events, the deadline watch);
+5. the ORM: `session.get(Item, id)` in `async_read_session`, as the route reads;
+6. the function: token check, FastAPI, Mangum, the Lambda boundary and its log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import psycopg
+from sqlalchemy import text
+
+from functions.items.models import Item
+from shared.async_sessions import async_read_session
+from shared.db import get_async_engine
+from shared.deadline import invocation_deadline
+from shared.driver import AsyncPoolerConnection
+from shared.identity import acting_as
+from shared.settings import get_settings
+from tests.bench.contenders import (
+    ITEM_COLUMNS,
+    RAW_CONNECT_ARGS,
+    BenchError,
+    ProjectFunctions,
+    Request,
+)
+from tests.bench.stack import BENCH_USER
+
+__all__ = ["STEPS", "measure_ladder"]
+
+STEPS = (
+    "raw psycopg",
+    "+ acting as the user",
+    "+ asyncio",
+    "+ SQLAlchemy Core",
+    "+ the ORM",
+    "+ the function",
+)
+SELECT = f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s"
+ACT_AS = (
+    "SELECT set_config('statement_timeout', %s, true), set_config('role', %s, true),"
+    " set_config('request.jwt.claims', %s, true)"
+)
+DEADLINE_S = 10.0
+
+
+def _steps(project: ProjectFunctions, url: str, loop: asyncio.AbstractEventLoop) -> list[Request]:
+    """The six steps as thunks that raise BenchError unless they read the row."""
+    item_id = project.read_id
+    timeout_ms = get_settings().db_statement_timeout_ms
+    connect_args = RAW_CONNECT_ARGS
+    acting = [str(timeout_ms), BENCH_USER.role, json.dumps(BENCH_USER.claims)]
+
+    def raw() -> None:
+        with psycopg.connect(url, autocommit=True, **connect_args) as conn:
+            _check(conn.execute(SELECT, [item_id]).fetchall())
+
+    def raw_acting() -> None:
+        with psycopg.connect(url, autocommit=True, **connect_args) as conn:
+            with conn.pipeline():
+                conn.execute(ACT_AS, acting)
+                cursor = conn.execute(SELECT, [item_id])
+            _check(cursor.fetchall())
+
+    async def driver() -> None:
+        conn = await AsyncPoolerConnection.open(timeout_ms, conninfo=url, **connect_args)
+        async with conn:
+            _check(await (await conn.execute(SELECT, [item_id])).fetchall())
+
+    async def core() -> None:
+        query = text(f"SELECT {ITEM_COLUMNS} FROM items WHERE id = :id")
+        async with get_async_engine().connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            _check((await autocommit.execute(query, {"id": item_id})).all())
+
+    async def orm() -> None:
+        async with async_read_session(BENCH_USER) as session:
+            _check([await session.get(Item, item_id)])
+
+    def as_user(step: Callable[[], Awaitable[None]]) -> Request:
+        def request() -> None:
+            with invocation_deadline(DEADLINE_S), acting_as(BENCH_USER):
+                loop.run_until_complete(step())
+
+        return request
+
+    return [
+        raw,
+        raw_acting,
+        as_user(driver),
+        as_user(core),
+        as_user(orm),
+        project.prepare("items get"),
+    ]
+
+
+def _check(rows: Sequence[object]) -> None:
+    if not rows or rows[0] is None:
+        raise BenchError("the ladder's read found no row")
+
+
+def measure_ladder(
+    project: ProjectFunctions, url: str, rounds: int, warmup: int
+) -> list[list[float]]:
+    """Seconds per request of each step in STEPS, in interleaved rounds."""
+    loop = asyncio.new_event_loop()
+    try:
+        steps = _steps(project, url, loop)
+        samples: list[list[float]] = [[] for _ in steps]
+        for round_number in range(warmup + rounds):
+            shift = round_number % len(steps)
+            for index in [*range(shift, len(steps)), *range(shift)]:
+                started = time.perf_counter()
+                steps[index]()
+                elapsed = time.perf_counter() - started
+                if round_number >= warmup:
+                    samples[index].append(elapsed)
+        return samples
+    finally:
+        loop.close()

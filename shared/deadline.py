@@ -120,7 +120,10 @@ class _Watchdog:
                     target=self._run, name="invocation-deadline", daemon=True
                 )
                 self._thread.start()
-            self._wakeup.notify()
+            if self._heap[0] is watch:
+                # Earlier than anything the watchdog waits for. Otherwise it is left asleep:
+                # waking it on every request would cost each one a thread switch.
+                self._wakeup.notify()
         return watch
 
     def cancel(self, watch: Watch) -> None:

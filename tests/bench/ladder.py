@@ -76,6 +76,7 @@ def _steps(project: ProjectFunctions, url: str, loop: asyncio.AbstractEventLoop)
 
     async def driver() -> None:
         conn = await AsyncPoolerConnection.open(timeout_ms, conninfo=url, **connect_args)
+        await conn.set_autocommit(True)  # a single read, as read sessions send it
         async with conn:
             _check(await (await conn.execute(SELECT, [item_id])).fetchall())
 

@@ -85,8 +85,8 @@ SESSION_TOKEN_VARIABLE = "AWS_SESSION_TOKEN"
 EXTENSION_TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
 """The extension answers only requests that present the function's session token here."""
 EXTENSION_TIMEOUT_S = 3.0
-"""For the whole local call, the extension's own call to Secrets Manager (1 s each, set in
-serverless.yml) and its retries included."""
+"""Seconds the local call waits to connect and for the answer, which includes the extension's
+own calls to Secrets Manager (1 s each, set in serverless.yml) and its retries."""
 MAX_EXTENSION_RESPONSE_BYTES = 1 << 20  # a secret holds at most 64 KiB
 
 # What AWS answers when the secret is gone or not ours to read: configuration, not an outage.

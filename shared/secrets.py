@@ -7,22 +7,35 @@ rotation maintains (`username`, `password`, `host`, `port`, `dbname`). Until `ma
 it, it holds the stack's generated placeholder (letters and digits only): that is a 503, and
 the next request reads again, so a warm instance recovers as soon as the secret is set.
 
-Cold start: the Secrets Manager client is created while Lambda initialises the function (at
-import, only when `DATABASE_SECRET_ARN` is set), so the first request pays one GetSecretValue
-call instead of boto3's import and client creation (0.4-0.5 s here). The AWS Parameters and
-Secrets Lambda Extension would skip boto3 altogether (one HTTP call to localhost), but it
-ships as a Lambda layer, and a layer makes `serverless package` call AWS, so the stack could
-no longer be packaged and checked offline. boto3 comes from the Lambda runtime; local runs
-with `DATABASE_URL` never import it. Measured here (moto server on loopback, medians of
-interleaved runs): the first request costs what it costs with `DATABASE_URL` plus one call;
-import plus first request is 1.3x (items) to 1.4x (health) the same with `DATABASE_URL`.
+Two ways to read it, one behaviour (same errors, same bounds, same re-reads):
 
-Bounds: the client waits at most 1 s to connect and 1 s for an answer, and tries twice
-(standard retry mode), instead of botocore's 60 s timeouts and its retries: an unreachable
-endpoint costs about 5 s at worst, inside the function's timeout. After a failed login the
-secret is re-read only if the last read is older than `MIN_REFRESH_INTERVAL_S`, and a login
-is retried only if the secret changed: while the stored password is wrong, a request costs
-one failed login and no secret read. A lock makes threads that refresh at once read once.
+- the AWS Parameters and Secrets Lambda Extension (`params.secretsExtension` in serverless.yml
+  adds its layer and sets `PARAMETERS_SECRETS_EXTENSION_HTTP_PORT`): one HTTP GET to the
+  extension on localhost with the standard library, presenting `AWS_SESSION_TOKEN`. boto3 is
+  never imported. The extension can answer only during invocations, not during init, so the
+  first request pays that one local call plus the extension's own call to Secrets Manager.
+  Its cache is turned off in serverless.yml: this process already keeps the URL, and reads
+  again only after a failed login or a SnapStart restore, exactly when a cached copy up to
+  300 s old (the extension's default TTL) would be the rotated-away password.
+- otherwise boto3 (from the Lambda runtime), whose Secrets Manager client is created while
+  Lambda initialises the function (at import, only when a secret ARN is set), so the first
+  request pays one GetSecretValue call, not boto3's import and client (0.4-0.5 s here). Lambda
+  bills INIT too, so this moves the cost, it does not remove it. SnapStart sets no
+  `AWS_SESSION_TOKEN`, so SnapStart functions take this path, with boto3 in the snapshot.
+
+Measured here (import + first request from the read-only zips, medians of 11 interleaved
+runs; README, "Cold start"): through the extension (a stand-in on loopback reading from moto's
+server) 1.01-1.11x the same with `DATABASE_URL`; through boto3 (moto's server) 1.37-1.69x.
+
+Errors, on both paths: a secret that is gone, denied or empty is a `ConfigurationError` (500,
+naming no value); throttling, timeouts and an endpoint that does not answer are a 503. The
+extension gets `EXTENSION_TIMEOUT_S` and is told to give Secrets Manager 1 s per call
+(serverless.yml); boto3 waits at most 1 s to connect and 1 s for an answer, and tries twice
+(standard retry mode), instead of botocore's 60 s timeouts: an unreachable endpoint costs
+about 5 s at worst, inside the function's timeout. After a failed login the secret is re-read
+only if the last read is older than `MIN_REFRESH_INTERVAL_S`, and a login is retried only if
+the secret changed: while the stored password is wrong, a request costs one failed login and
+no secret read. A lock makes threads that refresh at once read once.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIN_REFRESH_INTERVAL_S",
     "DatabaseSecret",
+    "extension_configured",
     "parse_secret",
     "read_secret_string",
     "secrets_manager_client",
@@ -65,6 +79,16 @@ MAX_ATTEMPTS = 2
 MIN_REFRESH_INTERVAL_S = 10.0
 """After a failed login, the secret is not read again within this many seconds of the last read."""
 
+EXTENSION_PORT_VARIABLE = "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"
+"""The extension's own port setting; set, it also says the extension is there to be asked."""
+SESSION_TOKEN_VARIABLE = "AWS_SESSION_TOKEN"
+EXTENSION_TOKEN_HEADER = "X-Aws-Parameters-Secrets-Token"
+"""The extension answers only requests that present the function's session token here."""
+EXTENSION_TIMEOUT_S = 3.0
+"""Seconds the local call waits to connect and for the answer, which includes the extension's
+own calls to Secrets Manager (1 s each, set in serverless.yml) and its retries."""
+MAX_EXTENSION_RESPONSE_BYTES = 1 << 20  # a secret holds at most 64 KiB
+
 # What AWS answers when the secret is gone or not ours to read: configuration, not an outage.
 _NOT_READABLE = frozenset(
     {
@@ -75,6 +99,8 @@ _NOT_READABLE = frozenset(
         "ResourceNotFoundException",
     }
 )
+_THROTTLED = frozenset({"ThrottlingException", "TooManyRequestsException"})
+_KNOWN_CODES = sorted(_NOT_READABLE | _THROTTLED)
 # CloudFormation's GenerateSecretString; a URL or JSON always holds punctuation.
 _PLACEHOLDER = re.compile(r"[A-Za-z0-9]+")
 
@@ -108,6 +134,12 @@ def parse_secret(secret: str) -> str:
         raise DatabaseConfigError("The database secret is malformed") from None
 
 
+def extension_configured() -> bool:
+    """Whether secrets are read through the Parameters and Secrets Lambda Extension: its port
+    is set (serverless.yml does, with the layer) and there is a session token to present."""
+    return bool(os.environ.get(EXTENSION_PORT_VARIABLE) and os.environ.get(SESSION_TOKEN_VARIABLE))
+
+
 @lru_cache(maxsize=1)
 def secrets_manager_client() -> SecretsManagerClient:
     """The process's Secrets Manager client: short timeouts, two attempts at most."""
@@ -122,6 +154,71 @@ def secrets_manager_client() -> SecretsManagerClient:
     return boto3.client("secretsmanager", config=config)
 
 
+class _Unreadable(Exception):
+    """A failed read: `error` names what went wrong for the log, never the value."""
+
+    def __init__(self, error: str, *, configuration: bool, status: int | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.configuration = configuration
+        self.status = status
+
+
+def _through_sdk(secret_id: str) -> str | None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        response = secrets_manager_client().get_secret_value(SecretId=secret_id)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "unknown")
+        raise _Unreadable(code, configuration=code in _NOT_READABLE) from None
+    except BotoCoreError as exc:  # timeouts, no connection, no credentials or region
+        raise _Unreadable(type(exc).__name__, configuration=False) from None
+    return response.get("SecretString")
+
+
+def _through_extension(secret_id: str) -> str | None:
+    """GET /secretsmanager/get from the extension on localhost, which answers what
+    GetSecretValue answers. http.client, not urllib: it never sends the token to a proxy."""
+    import http.client
+
+    try:
+        port = int(os.environ[EXTENSION_PORT_VARIABLE])
+    except ValueError:
+        raise _Unreadable(
+            f"{EXTENSION_PORT_VARIABLE} is not a number", configuration=True
+        ) from None
+    connection = http.client.HTTPConnection("localhost", port, timeout=EXTENSION_TIMEOUT_S)
+    try:
+        connection.request(
+            "GET",
+            f"/secretsmanager/get?secretId={quote(secret_id, safe='')}",
+            headers={EXTENSION_TOKEN_HEADER: os.environ[SESSION_TOKEN_VARIABLE]},
+        )
+        response = connection.getresponse()
+        body = response.read(MAX_EXTENSION_RESPONSE_BYTES)
+    except (OSError, http.client.HTTPException) as exc:  # refused, timed out, cut off
+        raise _Unreadable(type(exc).__name__, configuration=False) from None
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise _extension_error(response.status, body.decode(errors="replace"))
+    try:
+        value = json.loads(body).get("SecretString")
+    except (ValueError, AttributeError):
+        raise _Unreadable("malformed answer", configuration=False, status=200) from None
+    return value if isinstance(value, str) else None
+
+
+def _extension_error(status: int, text: str) -> _Unreadable:
+    """The extension passes Secrets Manager's errors on (`{"__type": "<code>", ...}`, status
+    400 for most) and adds its own (401/403 for a token it refuses, 5xx, timeouts): a code
+    that means "not readable", or any other 4xx but throttling, is configuration."""
+    code = next((name for name in _KNOWN_CODES if name in text), f"HTTP {status}")
+    client_error = 400 <= status < 500 and status != 429 and code not in _THROTTLED
+    return _Unreadable(code, configuration=code in _NOT_READABLE or client_error, status=status)
+
+
 def read_secret_string(
     secret_id: str,
     what: str,
@@ -129,23 +226,26 @@ def read_secret_string(
     not_readable: Callable[[str], ConfigurationError] = DatabaseConfigError,
     unavailable: Callable[[], ServiceUnavailableError] = _database_unavailable,
 ) -> str:
-    """One GetSecretValue call for the secret holding `what` (e.g. "database secret").
+    """One read of the secret holding `what` (e.g. "database secret"): through the extension
+    where it is configured, else one GetSecretValue call through boto3.
 
     Failures are `not_readable` (gone, denied, empty: a 500 naming no value) or `unavailable`
     (throttled, timed out, unreachable: a 503), each logged once as a warning.
     """
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    through_extension = extension_configured()
     try:
-        value = secrets_manager_client().get_secret_value(SecretId=secret_id).get("SecretString")
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "unknown")
-        logger.warning(f"{what} unreadable", extra={"error": code})
-        if code in _NOT_READABLE:
+        value = _through_extension(secret_id) if through_extension else _through_sdk(secret_id)
+    except _Unreadable as failure:
+        logger.warning(
+            f"{what} unreadable",
+            extra={
+                "error": failure.error,
+                "status": failure.status,
+                "via": "extension" if through_extension else "sdk",
+            },
+        )
+        if failure.configuration:
             raise not_readable(f"The {what} cannot be read") from None
-        raise unavailable() from None
-    except BotoCoreError as exc:  # timeouts, no connection, no credentials or region
-        logger.warning(f"{what} unreadable", extra={"error": type(exc).__name__})
         raise unavailable() from None
     if not value:
         raise not_readable(f"The {what} is empty")
@@ -200,11 +300,15 @@ class DatabaseSecret:
         return _read_secret(self.secret_id)
 
 
-# Deployed functions create the client while Lambda initialises them, not on the first request.
+# Deployed functions load what the first read needs while Lambda initialises them, not on the
+# first request: the extension's HTTP client, or boto3 and its client.
 if os.environ.get("DATABASE_SECRET_ARN") or os.environ.get("SUPABASE_JWT_SECRET_ARN"):
-    from botocore.exceptions import BotoCoreError
+    if extension_configured():
+        import http.client  # noqa: F401
+    else:
+        from botocore.exceptions import BotoCoreError
 
-    try:
-        secrets_manager_client()
-    except BotoCoreError:  # no region, say: the first read tries again and answers 503
-        logger.warning("Secrets Manager client not created at start-up")
+        try:
+            secrets_manager_client()
+        except BotoCoreError:  # no region, say: the first read tries again and answers 503
+            logger.warning("Secrets Manager client not created at start-up")

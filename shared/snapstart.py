@@ -5,8 +5,10 @@ Lambda runs a function's init once when a version is published, snapshots the me
 starts every later cold instance from a copy of that snapshot. So:
 
 - before the snapshot, do the work every first request would otherwise do and that holds no
-  connection: import psycopg's C implementation and the PostgreSQL dialect, load boto3 when
-  the URL comes from a secret, configure the ORM mappers. Open no connection: a socket in
+  connection: import psycopg's C implementation and the PostgreSQL dialect, create boto3's
+  Secrets Manager client when the URL comes from a secret (SnapStart sets no
+  `AWS_SESSION_TOKEN`, so the Parameters and Secrets extension cannot be asked: see
+  shared/secrets.py), configure the ORM mappers. Open no connection: a socket in
   the snapshot is dead in every restored copy.
 - after a restore, forget what may have changed since the snapshot or must differ between
   copies: the settings and the engine (built from the secret, which may have been rotated),
@@ -32,9 +34,6 @@ logger = logging.getLogger(__name__)
 WARM_IMPORTS = ("psycopg", "sqlalchemy.dialects.postgresql.psycopg")
 """Imported by the first connection otherwise."""
 
-SECRET_IMPORTS = ("aws_lambda_powertools.utilities.parameters",)
-"""Imported by the first secret read otherwise (boto3 comes with it)."""
-
 _registered = False
 
 
@@ -43,13 +42,13 @@ def warm_before_snapshot() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
+    from shared.secrets import extension_configured, secrets_manager_client
     from shared.settings import get_settings
 
     for module in WARM_IMPORTS:
         importlib.import_module(module)
-    if get_settings().database_secret_arn is not None:
-        for module in SECRET_IMPORTS:
-            importlib.import_module(module)
+    if get_settings().database_secret_arn is not None and not extension_configured():
+        secrets_manager_client()  # what the first read would otherwise create
     # Creating an engine loads and sets up the dialect; it connects only when used.
     create_engine("postgresql+psycopg://", poolclass=NullPool).dispose()
     if "sqlalchemy.orm" in sys.modules:

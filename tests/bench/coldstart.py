@@ -8,8 +8,10 @@ dependencies stands in for the runtime's own `/var/runtime`, on the path in ever
 - import: the handler module, with the zip's `.pyc`, and the same zip without them (built with
   the dependencies' sources, which the shipped zip leaves out);
 - import + first request with `DATABASE_URL`;
-- import + first request with `DATABASE_SECRET_ARN`, the deployed path, the secret served by
-  moto's server on loopback (`AWS_ENDPOINT_URL`).
+- import + first request with `DATABASE_SECRET_ARN`, the deployed path: through the Parameters
+  and Secrets Lambda Extension (the default), the extension being the tests' stand-in on
+  loopback, which reads from moto's server; and through boto3 (the extension switched off),
+  reading from moto's server itself (`AWS_ENDPOINT_URL`).
 
 Samples are whole-process wall times (start to exit), interleaved across scenarios.
 """
@@ -37,21 +39,24 @@ from tests.bench.contenders import BenchError
 from tests.bench.stack import BENCH_USER
 from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import authorized, http_event
+from tests.fixtures.secrets_extension import serve_secrets_extension
 from tests.fixtures.service import FUNCTIONS, read_route
 from tests.fixtures.stack import free_port
 from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
-__all__ = ["SCENARIOS", "measure_cold_starts"]
+__all__ = ["SCENARIOS", "SECRET_SCENARIOS", "measure_cold_starts"]
 
 SCENARIOS = (
     "bare interpreter",
     "import",
     "import, no bytecode",
     "import + first request, DATABASE_URL",
-    "import + first request, secret",
+    "import + first request, secret via the extension",
+    "import + first request, secret via boto3",
 )
+SECRET_SCENARIOS = SCENARIOS[-2:]
 RUNTIME_PACKAGES = (
     "boto3",
     "botocore",
@@ -98,8 +103,9 @@ def _install_runtime_packages(target: Path) -> None:
 
 
 @contextmanager
-def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
-    """Moto's server on loopback holding the URL; the environment that points AWS at it."""
+def _secret_served_locally(database_url: str) -> Iterator[dict[str, dict[str, str]]]:
+    """Moto's server on loopback holding the URL, and the extension's stand-in reading from
+    it; per secret scenario, the environment that points the function at them."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
@@ -120,7 +126,11 @@ def _secret_served_locally(database_url: str) -> Iterator[dict[str, str]]:
             aws_secret_access_key="bench",
         )
         arn = client.create_secret(Name="bench/database-url", SecretString=database_url)["ARN"]
-        yield env | {"DATABASE_SECRET_ARN": arn}
+        with serve_secrets_extension(client) as extension:
+            yield {
+                SECRET_SCENARIOS[0]: {"DATABASE_SECRET_ARN": arn} | extension.environment(),
+                SECRET_SCENARIOS[1]: {"DATABASE_SECRET_ARN": arn} | env,
+            }
     finally:
         server.stop()
 
@@ -159,7 +169,7 @@ def measure_cold_starts(
         events[function].write_text(json.dumps(event))
     python = getattr(sys, "_base_executable", sys.executable)
     samples: dict[str, dict[str, list[float]]] = {f: {s: [] for s in SCENARIOS} for f in zips}
-    with _secret_served_locally(database_url) as secret_env:
+    with _secret_served_locally(database_url) as secret_envs:
         for round_number in range(rounds):
             for function in zips:
                 shift = round_number % len(SCENARIOS)
@@ -181,8 +191,8 @@ def measure_cold_starts(
                     elif scenario.endswith("DATABASE_URL"):
                         env["DATABASE_URL"] = database_url
                         args.append(str(events[function]))
-                    elif scenario.endswith("secret"):
-                        env |= secret_env
+                    elif scenario in secret_envs:
+                        env |= secret_envs[scenario]
                         args.append(str(events[function]))
                     started = time.perf_counter()
                     done = subprocess.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from tests.bench.burst import BurstResult
-from tests.bench.coldstart import SCENARIOS
+from tests.bench.coldstart import SCENARIOS, SECRET_SCENARIOS
 from tests.bench.contenders import READ_ROUTES, ROUTES, WRITE_ROUTES
 from tests.bench.exchanges import RequestExchanges
 from tests.bench.ladder import STEPS
@@ -145,13 +145,14 @@ def build_report(
     md.heading("Cold start from the zips (whole process, s: median, p95)")
     rows = []
     for function, scenarios in cold.items():
-        secret_over_url = ratio(
-            scenarios["import + first request, secret"],
-            scenarios["import + first request, DATABASE_URL"],
+        # The target holds the deployed default (the extension); boto3 is shown beside it.
+        extension_over_url, boto3_over_url = (
+            ratio(scenarios[secret], scenarios["import + first request, DATABASE_URL"])
+            for secret in SECRET_SCENARIOS
         )
         targets.append(
-            Target(f"cold {function}: first request, secret / URL", secret_over_url.median,
-                   SECRET_OVER_URL_TARGET)
+            Target(f"cold {function}: first request, secret via the extension / URL",
+                   extension_over_url.median, SECRET_OVER_URL_TARGET)
         )  # fmt: skip
         for scenario in SCENARIOS:
             summary = summarize(scenarios[scenario])
@@ -165,8 +166,9 @@ def build_report(
         md_ratios = (
             f"**{function}**: import with bytecode / without {_x(pyc)}; import / bare "
             f"interpreter {_x(over_bare)}; import + first request (URL) / import {_x(first)}; "
-            f"first request with the secret / with the URL {_x(secret_over_url)} "
-            f"(target <= {SECRET_OVER_URL_TARGET}x: {targets[-1].verdict()})"
+            f"first request with the secret via the extension / with the URL "
+            f"{_x(extension_over_url)} (target <= {SECRET_OVER_URL_TARGET}x: "
+            f"{targets[-1].verdict()}); via boto3 / with the URL {_x(boto3_over_url)}"
         )
         md.lines.append(f"- {md_ratios}")
     md.lines.append("")

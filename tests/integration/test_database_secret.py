@@ -4,7 +4,9 @@ Functions get only the secret's ARN. They read it on first use, keep it across w
 invocations, and after a failed login read it again (at most once per interval) and retry if
 it changed, taking the whole URL from it. Secrets Manager itself is called with short timeouts
 and two attempts at most. Whatever goes wrong, no response and no output shows the password,
-even with the root logger at DEBUG.
+even with the root logger at DEBUG. Every test that takes `secrets` runs twice: reading
+through boto3, and through the Parameters and Secrets Lambda Extension (a stand-in over the
+same moto, tests/fixtures/secrets_extension.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -29,6 +32,7 @@ from shared.db import get_engine
 from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
 from shared.secrets import secrets_manager_client
 from tests.fixtures.lambda_events import FunctionOutput, LambdaTestContext, body_of, http_event
+from tests.fixtures.secrets_extension import SecretsExtension, serve_secrets_extension
 from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
@@ -39,25 +43,32 @@ FAILED_LOGIN = re.compile(r"ERROR .* password authentication failed")  # one per
 
 
 class Secrets:
-    """A secret in moto's Secrets Manager, the functions' environment pointing at it, and a
-    count of the GetSecretValue calls the functions make."""
+    """A secret in moto's Secrets Manager, the functions' environment pointing at it (and at
+    the extension's stand-in, if given), and a count of the reads that reached Secrets Manager."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, extension: SecretsExtension | None) -> None:
         self.client = boto3.client("secretsmanager")
         self.monkeypatch = monkeypatch
-        self.reads = 0
+        self.extension = extension
+        self.sdk_reads = 0
         secrets_manager_client().meta.events.register(
             "before-call.secrets-manager.GetSecretValue", self._count
         )
 
     def _count(self, **_: Any) -> None:
-        self.reads += 1
+        self.sdk_reads += 1
+
+    @property
+    def reads(self) -> int:
+        return self.sdk_reads if self.extension is None else self.extension.reads
 
     def use(self, value: str) -> str:
         arn: str = self.client.create_secret(Name="app/test/database-url", SecretString=value)[
             "ARN"
         ]
         self.monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+        for name, setting in (self.extension.environment() if self.extension else {}).items():
+            self.monkeypatch.setenv(name, setting)
         reset_caches()
         return arn
 
@@ -68,15 +79,26 @@ class Secrets:
         self.client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
 
 
-@pytest.fixture
-def secrets(aws: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Secrets]:
-    """Moto's Secrets Manager, DATABASE_URL unset, fresh client and caches before and after."""
+@pytest.fixture(params=["sdk", "extension"])
+def secrets(
+    request: pytest.FixtureRequest, aws: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Secrets]:
+    """Moto's Secrets Manager, read through boto3 or the extension's stand-in; DATABASE_URL
+    unset, fresh client and caches before and after."""
     monkeypatch.delenv("DATABASE_URL")
     secrets_manager_client.cache_clear()
-    yield Secrets(monkeypatch)
-    monkeypatch.undo()
+    with ExitStack() as serving:
+        extension = None
+        if request.param == "extension":
+            client = boto3.client("secretsmanager")
+            extension = serving.enter_context(serve_secrets_extension(client))
+        secrets = Secrets(monkeypatch, extension)
+        yield secrets
+        monkeypatch.undo()
     secrets_manager_client.cache_clear()
     reset_caches()
+    if extension is not None:  # the extension path never fell back to boto3
+        assert secrets.sdk_reads == 0
 
 
 @pytest.fixture
@@ -398,6 +420,7 @@ def test_no_password_in_output_or_responses_with_the_deployed_secret(
     assert secrets.reads >= 1  # the secret path really ran
 
 
+@pytest.mark.parametrize("secrets", ["sdk"], indirect=True)
 def test_control_uncapped_botocore_logs_the_password_at_debug(
     stack: LocalStack,
     secrets: Secrets,

@@ -59,3 +59,18 @@ def cfn_lint(template: dict[str, Any]) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
     )
+
+
+def packaged_both_ways(
+    param: str, default: bool, deployable: Path, tmp_path_factory: Any
+) -> dict[bool, dict[str, Any]]:
+    """The packaged template as serverless.yml leaves a boolean param (`default`, so a change
+    of the default shows), and with `--param` switching it the other way."""
+    return {
+        default: serverless_package(tmp_path_factory.mktemp(f"{param}-default"), deployable),
+        not default: serverless_package(
+            tmp_path_factory.mktemp(f"{param}-switched"),
+            deployable,
+            f"--param={param}={str(not default).lower()}",
+        ),
+    }

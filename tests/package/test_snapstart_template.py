@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.service import SERVICE
-from tests.package.templates import cfn_lint, serverless_package
+from tests.package.templates import cfn_lint, packaged_both_ways
 
 SNAPSTART_ALIAS = "snapstart"
 
@@ -25,12 +25,7 @@ def templates(
     deployable: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[bool, dict[str, Any]]:
     """The packaged template with the switch off (the default) and on."""
-    return {
-        False: serverless_package(tmp_path_factory.mktemp("snapstart-off"), deployable),
-        True: serverless_package(
-            tmp_path_factory.mktemp("snapstart-on"), deployable, "--param=snapStart=true"
-        ),
-    }
+    return packaged_both_ways("snapStart", False, deployable, tmp_path_factory)
 
 
 def of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

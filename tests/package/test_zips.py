@@ -23,6 +23,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 
@@ -39,6 +40,7 @@ from tests.fixtures.lambda_events import (
     rest_event,
     stored_event,
 )
+from tests.fixtures.secrets_extension import serve_secrets_extension
 from tests.fixtures.service import (
     BODY_METHODS,
     FUNCTIONS,
@@ -156,11 +158,13 @@ def invoke_from_zip(
     *,
     handler: str | None = None,
     trace: Path | None = None,
+    environment: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Invoke a function's handler (`handler`, "module:attribute", else serverless.yml's) with
     a Python of the runtime's version that sees only its zip (unpacked at `task_root`, named
     after the function); `trace`: where the invoker writes the modules imported and the
-    imports nothing satisfied."""
+    imports nothing satisfied; `environment`: more variables (an empty `database_url` sets
+    no DATABASE_URL)."""
     if handler is None:
         declared = FUNCTIONS[task_root.name]
         handler = f"{declared.handler_module}:{declared.handler_name}"
@@ -184,13 +188,14 @@ def invoke_from_zip(
         env={
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(task_root),
-            "DATABASE_URL": database_url,
             "SUPABASE_URL": supabase_url,
             "POWERTOOLS_SERVICE_NAME": "smoke",
             # No falling back to a libpq this machine happens to have: Lambda has none.
             "PSYCOPG_IMPL": "binary",
         }
-        | ({"ZIP_INVOKER_TRACE": str(trace)} if trace else {}),
+        | ({"DATABASE_URL": database_url} if database_url else {})
+        | ({"ZIP_INVOKER_TRACE": str(trace)} if trace else {})
+        | (environment or {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -353,3 +358,28 @@ def test_the_import_trace_sees_a_caught_import_of_a_left_out_module(tmp_path: Pa
     )
 
     assert left_out_tried(tmp_path / "trace.json") == {"aws_lambda_powertools.utilities.parameters"}
+
+
+def test_zip_reads_the_secret_through_the_extension_with_no_aws_sdk(
+    unpacked: Path, database: LocalStack, aws: None, tmp_path: Path
+) -> None:
+    """The deployed default: the zip holds no boto3 (the runtime's would be on the path), so
+    here an attempt to use it fails the request or shows in the trace. Powertools probes for
+    the bare `botocore` package, caught, in every run: only that is allowed."""
+    client = boto3.client("secretsmanager")
+    arn = client.create_secret(Name="zip/database-url", SecretString=database.pooler_url())["ARN"]
+    with serve_secrets_extension(client) as extension:
+        [response] = invoke_from_zip(
+            unpacked / "health",
+            [http_event(read_route(FUNCTIONS["health"]))],
+            "",
+            tmp_path,
+            trace=tmp_path / "trace.json",
+            environment={"DATABASE_SECRET_ARN": arn} | extension.environment(),
+        )
+
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    aws_sdk = {name for name in [*trace["modules"], *trace["unfound"]] if name.startswith("bo")}
+    assert response["statusCode"] == 200
+    assert extension.reads == 1
+    assert aws_sdk <= {"botocore"}

@@ -16,6 +16,7 @@ import pytest
 
 from shared import snapstart
 from shared.db import get_engine
+from shared.secrets import EXTENSION_PORT_VARIABLE, SESSION_TOKEN_VARIABLE, secrets_manager_client
 from shared.settings import get_settings
 from tests.fixtures.stack import reset_caches
 
@@ -95,3 +96,26 @@ def test_restore_forgets_the_engine_and_settings_and_reseeds_random(
     assert random.random() != snapshot_draw
     assert get_engine() is not engine
     assert get_settings() is not settings
+
+
+@pytest.mark.parametrize("through_extension", [False, True])
+def test_warming_creates_the_secrets_client_only_where_boto3_will_read(
+    aws: None, monkeypatch: pytest.MonkeyPatch, through_extension: bool
+) -> None:
+    """Under SnapStart boto3 reads the secret (no session token for the extension), so its
+    client is made before the snapshot; where the extension reads, boto3 stays unloaded."""
+    monkeypatch.setenv("DATABASE_SECRET_ARN", "arn:aws:secretsmanager:eu-central-1:1:secret:x")
+    if through_extension:
+        monkeypatch.setenv(EXTENSION_PORT_VARIABLE, "2773")
+        monkeypatch.setenv(SESSION_TOKEN_VARIABLE, "token")
+    secrets_manager_client.cache_clear()
+    reset_caches()
+    try:
+        snapstart.warm_before_snapshot()
+        clients = secrets_manager_client.cache_info().currsize
+    finally:
+        monkeypatch.undo()
+        secrets_manager_client.cache_clear()
+        reset_caches()
+
+    assert clients == (0 if through_extension else 1)

@@ -23,9 +23,10 @@ Two ways to read it, one behaviour (same errors, same bounds, same re-reads):
   bills INIT too, so this moves the cost, it does not remove it. SnapStart sets no
   `AWS_SESSION_TOKEN`, so SnapStart functions take this path, with boto3 in the snapshot.
 
-Measured here (import + first request from the read-only zips, medians of 11 interleaved
-runs; README, "Cold start"): through the extension (a stand-in on loopback reading from moto's
-server) 1.01-1.11x the same with `DATABASE_URL`; through boto3 (moto's server) 1.37-1.69x.
+Measured here (import + first request from the read-only zips, medians of 10 interleaved
+runs in `make bench`; README, "Cold start"): through the extension (a stand-in on loopback
+reading from moto's server) 0.99-1.02x the same with `DATABASE_URL`; through boto3 (moto's
+server) 1.37-1.54x.
 
 Errors, on both paths: a secret that is gone, denied or empty is a `ConfigurationError` (500,
 naming no value); throttling, timeouts and an endpoint that does not answer are a 503. The

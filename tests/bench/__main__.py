@@ -22,7 +22,7 @@ from tests.bench.burst import run_burst
 from tests.bench.coldstart import measure_cold_starts
 from tests.bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
 from tests.bench.exchanges import measure_exchanges
-from tests.bench.ladder import STEPS, measure_ladder
+from tests.bench.ladder import LADDERS, measure_ladders
 from tests.bench.report import build_report
 from tests.bench.sizes import measure_zip
 from tests.bench.stack import BENCH_USER, POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         warm = measure_warm(contenders, rounds=rounds, warmup=max(5, rounds // 20))
         thread_counts = measure_threads_per_request(contenders, requests=10)
         _progress("where a warm read spends its time")
-        ladder = measure_ladder(project, url, rounds=rounds, warmup=max(5, rounds // 20))
+        ladders = measure_ladders(project, url, rounds=rounds, warmup=max(5, rounds // 20))
         _progress(f"cold starts: {cold_rounds} rounds")
         cold = measure_cold_starts(
             zips["x86_64"],
@@ -154,15 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     context["duration"] = f"{time.monotonic() - started:.0f} s"
     markdown, targets = build_report(
         context=context, warm=warm, threads=thread_counts, exchanges=exchanges, cold=cold,
-        sizes=sizes, burst=burst, ladder=ladder,
+        sizes=sizes, burst=burst, ladders=ladders,
     )  # fmt: skip
     results = {
         "context": context,
         "warm_ms": _summaries(warm),
         "threads_per_request": thread_counts,
-        "items_get_ladder_ms": {
-            step: dataclasses.asdict(summarize(samples))
-            for step, samples in zip(STEPS, ladder, strict=True)
+        "ladders_ms": {
+            name: {
+                step: dataclasses.asdict(summarize(samples))
+                for step, samples in zip(LADDERS[name], by_step, strict=True)
+            }
+            for name, by_step in ladders.items()
         },
         "exchanges": _as_dicts(exchanges),
         "cold_start_ms": _summaries(cold),

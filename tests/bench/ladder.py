@@ -1,8 +1,9 @@
-"""Where a warm `GET /items/{id}` spends its time: the same read, one layer added per step.
+"""Where a warm request spends its time: the same read, one layer added per step.
 
 Each step does what the step before it does plus one layer of the project's path, all in
-interleaved rounds, so the differences of their medians say what each layer costs:
+interleaved rounds, so the differences of their medians say what each layer costs. Two ladders:
 
+`GET /items/{id}` (FastAPI):
 1. raw psycopg: connect, SELECT, close (the warm table's reference);
 2. acting as the user: the same SELECT after one `set_config` of the statement timeout, role
    and claims, in one pipeline, as `shared.driver` sends it (what row-level security needs);
@@ -10,6 +11,13 @@ interleaved rounds, so the differences of their medians say what each layer cost
 4. SQLAlchemy Core: the project's asyncio engine (NullPool, its events, the deadline watch);
 5. the ORM: `session.get(Item, id)` in `async_read_session`, as the route reads;
 6. the function: token check, FastAPI, Mangum, the Lambda boundary and its log lines.
+
+`GET /health` (a plain handler):
+1. raw psycopg: connect, SELECT 1, close;
+2. the statement timeout: one `set_config` pipelined with the SELECT, as `shared.driver` sends
+   a single read in autocommit;
+3. SQLAlchemy Core: `autocommit_connection()` on the project's engine, within a deadline;
+4. the function: the Lambda boundary (event check, request id in the logs, JSON answer).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from sqlalchemy import text
 
 from functions.items.models import Item
 from shared.async_sessions import async_read_session
-from shared.db import get_async_engine
+from shared.db import autocommit_connection, get_async_engine
 from shared.deadline import invocation_deadline
 from shared.driver import AsyncPoolerConnection
 from shared.identity import acting_as
@@ -38,9 +46,9 @@ from tests.bench.contenders import (
 )
 from tests.bench.stack import BENCH_USER
 
-__all__ = ["STEPS", "measure_ladder"]
+__all__ = ["LADDERS", "Ladders", "measure_ladders"]
 
-STEPS = (
+ITEMS_GET_STEPS = (
     "raw psycopg",
     "+ acting as the user",
     "+ asyncio",
@@ -48,34 +56,42 @@ STEPS = (
     "+ the ORM",
     "+ the function",
 )
+HEALTH_STEPS = ("raw psycopg", "+ the statement timeout", "+ SQLAlchemy Core", "+ the function")
+LADDERS = {"items get": ITEMS_GET_STEPS, "health": HEALTH_STEPS}
+"""Each ladder's steps, by the name of the warm table's route it takes apart."""
 SELECT = f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s"
 ACT_AS = (
     "SELECT set_config('statement_timeout', %s, true), set_config('role', %s, true),"
     " set_config('request.jwt.claims', %s, true)"
 )
+TIMEOUT_ONLY = "SELECT set_config('statement_timeout', %s, true)"
 DEADLINE_S = 10.0
 
+type Ladders = dict[str, list[list[float]]]
+"""Seconds per request of each step, by ladder name ("items get", "health")."""
 
-def _steps(project: ProjectFunctions, url: str, loop: asyncio.AbstractEventLoop) -> list[Request]:
-    """The six steps as thunks that raise BenchError unless they read the row."""
+
+def _items_get_steps(
+    project: ProjectFunctions, url: str, loop: asyncio.AbstractEventLoop
+) -> list[Request]:
+    """The steps of ITEMS_GET_STEPS as thunks that raise BenchError unless they read the row."""
     item_id = project.read_id
     timeout_ms = get_settings().db_statement_timeout_ms
-    connect_args = RAW_CONNECT_ARGS
     acting = [str(timeout_ms), BENCH_USER.role, json.dumps(BENCH_USER.claims)]
 
     def raw() -> None:
-        with psycopg.connect(url, autocommit=True, **connect_args) as conn:
+        with psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS) as conn:
             _check(conn.execute(SELECT, [item_id]).fetchall())
 
     def raw_acting() -> None:
-        with psycopg.connect(url, autocommit=True, **connect_args) as conn:
+        with psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS) as conn:
             with conn.pipeline():
                 conn.execute(ACT_AS, acting)
                 cursor = conn.execute(SELECT, [item_id])
             _check(cursor.fetchall())
 
     async def driver() -> None:
-        conn = await AsyncPoolerConnection.open(timeout_ms, conninfo=url, **connect_args)
+        conn = await AsyncPoolerConnection.open(timeout_ms, conninfo=url, **RAW_CONNECT_ARGS)
         await conn.set_autocommit(True)  # a single read, as read sessions send it
         async with conn:
             _check(await (await conn.execute(SELECT, [item_id])).fetchall())
@@ -97,37 +113,56 @@ def _steps(project: ProjectFunctions, url: str, loop: asyncio.AbstractEventLoop)
 
         return request
 
-    return [
-        raw,
-        raw_acting,
-        as_user(driver),
-        as_user(core),
-        as_user(orm),
-        project.prepare("items get"),
-    ]
+    function = project.prepare("items get")
+    return [raw, raw_acting, as_user(driver), as_user(core), as_user(orm), function]
+
+
+def _health_steps(project: ProjectFunctions, url: str) -> list[Request]:
+    """The steps of HEALTH_STEPS as thunks that raise BenchError unless they read a row."""
+    timeout = [str(get_settings().db_statement_timeout_ms)]
+
+    def raw() -> None:
+        with psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS) as conn:
+            _check(conn.execute("SELECT 1").fetchall())
+
+    def raw_timeout() -> None:
+        with psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS) as conn:
+            with conn.pipeline():
+                conn.execute(TIMEOUT_ONLY, timeout)
+                cursor = conn.execute("SELECT 1")
+            _check(cursor.fetchall())
+
+    def core() -> None:
+        with invocation_deadline(DEADLINE_S), autocommit_connection() as conn:
+            _check(conn.execute(text("SELECT 1")).all())
+
+    return [raw, raw_timeout, core, project.prepare("health")]
 
 
 def _check(rows: Sequence[object]) -> None:
     if not rows or rows[0] is None:
-        raise BenchError("the ladder's read found no row")
+        raise BenchError("a ladder's read found no row")
 
 
-def measure_ladder(
-    project: ProjectFunctions, url: str, rounds: int, warmup: int
-) -> list[list[float]]:
-    """Seconds per request of each step in STEPS, in interleaved rounds."""
+def _measure(steps: list[Request], rounds: int, warmup: int) -> list[list[float]]:
+    """Seconds per request of each step, in interleaved rounds whose order rotates."""
+    samples: list[list[float]] = [[] for _ in steps]
+    for round_number in range(warmup + rounds):
+        shift = round_number % len(steps)
+        for index in [*range(shift, len(steps)), *range(shift)]:
+            started = time.perf_counter()
+            steps[index]()
+            elapsed = time.perf_counter() - started
+            if round_number >= warmup:
+                samples[index].append(elapsed)
+    return samples
+
+
+def measure_ladders(project: ProjectFunctions, url: str, rounds: int, warmup: int) -> Ladders:
+    """Both ladders, one after the other."""
     loop = asyncio.new_event_loop()
     try:
-        steps = _steps(project, url, loop)
-        samples: list[list[float]] = [[] for _ in steps]
-        for round_number in range(warmup + rounds):
-            shift = round_number % len(steps)
-            for index in [*range(shift, len(steps)), *range(shift)]:
-                started = time.perf_counter()
-                steps[index]()
-                elapsed = time.perf_counter() - started
-                if round_number >= warmup:
-                    samples[index].append(elapsed)
-        return samples
+        items_get = _measure(_items_get_steps(project, url, loop), rounds, warmup)
     finally:
         loop.close()
+    return {"items get": items_get, "health": _measure(_health_steps(project, url), rounds, warmup)}

@@ -8,7 +8,7 @@ from tests.bench.burst import BurstResult
 from tests.bench.coldstart import SCENARIOS, SECRET_SCENARIOS
 from tests.bench.contenders import READ_ROUTES, ROUTES, WRITE_ROUTES
 from tests.bench.exchanges import RequestExchanges
-from tests.bench.ladder import STEPS
+from tests.bench.ladder import LADDERS, Ladders
 from tests.bench.sizes import ZipSize
 from tests.bench.stats import Ratio, ratio, summarize
 
@@ -75,6 +75,17 @@ def _wire(counts: RequestExchanges) -> str:
     return f"{counts.connections} conn, {counts.login} login + {counts.statements}"
 
 
+def _ladder_rows(steps: tuple[str, ...], samples: list[list[float]]) -> list[list[str]]:
+    rows = []
+    for index, step in enumerate(steps):
+        median = summarize(samples[index]).median_ms
+        added = median - summarize(samples[index - 1]).median_ms if index else 0.0
+        rows.append(
+            [step, _ms(samples[index]), f"{added:+.2f}", _x(ratio(samples[index], samples[0]))]
+        )
+    return rows
+
+
 def build_report(
     *,
     context: dict[str, str],
@@ -84,7 +95,7 @@ def build_report(
     cold: dict[str, dict[str, list[float]]],
     sizes: dict[str, dict[str, ZipSize]],
     burst: BurstResult,
-    ladder: list[list[float]],
+    ladders: Ladders,
 ) -> tuple[str, list[Target]]:
     """The Markdown report and the targets with today's figures."""
     targets: list[Target] = []
@@ -111,15 +122,10 @@ def build_report(
         rows,
     )  # fmt: skip
 
-    md.heading("Where a warm `GET /items/{id}` spends its time (one layer added per step)")
-    rows = []
-    for index, step in enumerate(STEPS):
-        median = summarize(ladder[index]).median_ms
-        added = median - summarize(ladder[index - 1]).median_ms if index else 0.0
-        rows.append(
-            [step, _ms(ladder[index]), f"{added:+.2f}", _x(ratio(ladder[index], ladder[0]))]
-        )
-    md.table(["step", "ms", "added by the step (ms)", "/ raw psycopg"], rows)
+    for name, steps in LADDERS.items():
+        md.heading(f"Where a warm {name} request spends its time (one layer added per step)")
+        md.table(["step", "ms", "added by the step (ms)", "/ raw psycopg"],
+                 _ladder_rows(steps, ladders[name]))  # fmt: skip
 
     md.heading("Exchanges with the pooler per warm request (connections, login + statements)")
     rows = []

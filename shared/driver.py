@@ -1,4 +1,4 @@
-"""psycopg, sending a transaction's settings in the same exchange as its first statement.
+"""psycopg, starting every transaction with its settings, whichever way a statement arrives.
 
 Behind a transaction-mode pooler nothing may outlive a transaction, so every transaction must
 set its own `statement_timeout` (and, read-only sessions, `transaction_read_only`) with
@@ -7,18 +7,33 @@ sends BEGIN and waits for its answer, then SET LOCAL, then the statement, then C
 exchanges for one INSERT. Here the first statement of each transaction travels in one pipeline
 with what it needs, and the server answers them together:
 
-- in a transaction: BEGIN, `SET LOCAL`, the statement; then COMMIT: 2 exchanges;
+- in a transaction: BEGIN, the settings, the statement; then COMMIT: 2 exchanges;
 - in autocommit (single reads): `set_config(..., true)` and the statement share the implicit
   transaction that the protocol's Sync closes: 1 exchange, and the settings end with it.
 
 With an identity in scope (`shared.identity.acting_as`), the same prelude also switches to the
 identity's role and sets `request.jwt.claims`, which Supabase's `auth.uid()` and `auth.jwt()`
 read, both with `set_config(..., true)`: transaction-local, so the next client of the server
-connection starts as the login role with no claims. The claims travel as a bound parameter and
-the role must be one of `shared.identity.ROLES`; nothing is spliced into SQL. The statement
-timeout is set explicitly because `SET ROLE` does not apply the target role's own settings.
-That prelude is one `SELECT`, so it takes the transaction's snapshot; a transaction that needs
-`SET TRANSACTION` gets its isolation level from BEGIN instead (the connection's attribute).
+connection starts as the login role with no claims. Those functions read the older per-claim
+settings first (`request.jwt.claim.sub`, `.role`, `.email`, `request.jwt.claim`), which another
+client of the pooler may have left set for the whole session: the prelude sets them too, to
+this identity's values or empty, so nothing it does not set can speak for the transaction. The
+claims travel as bound parameters and the role must be one of `shared.identity.ROLES`; nothing
+is spliced into SQL. The statement timeout is set explicitly because `SET ROLE` does not apply
+the target role's own settings. That prelude is one `SELECT`, so it takes the transaction's
+snapshot; a transaction that needs `SET TRANSACTION` gets its isolation level from BEGIN
+instead (the connection's attribute).
+
+One way in: psycopg calls its connection's `_start_query()` before the first statement of every
+cursor operation (`execute`, `executemany`, `stream`, `copy`, server-side cursors' DECLARE),
+sync and async alike, since it is a generator that both kinds of connection drive. The driver
+starts the transaction there, so no entry point can skip it: inside a pipeline (the cursors'
+`execute`, psycopg's own `executemany`) BEGIN and the prelude are queued ahead of the statement
+and share its exchange; elsewhere (`stream`, `copy`, server-side cursors, which cannot be
+pipelined) they go first as one exchange of their own, or, in autocommit, where settings could
+not outlive that exchange, the statement is refused. psycopg's own BEGIN (`transaction()`) is
+refused as well. This hooks psycopg's internals (`_start_query`, `_get_tx_start_command`, the
+pipeline queues); tests/integration/test_driver.py exercises every entry point on both drivers.
 
 To send BEGIN inside that pipeline, the connection stays in autocommit on the wire and
 `autocommit` only records what SQLAlchemy asked for; `commit()` and `rollback()` act on the
@@ -31,25 +46,37 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Protocol, Self
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.abc import Params, Query, QueryNoTemplate
+from psycopg._connection_base import BaseConnection
+from psycopg._pipeline_base import BasePipeline
+from psycopg._queries import PostgresQuery
+from psycopg.abc import Params, PQGen, Query, QueryNoTemplate
+from psycopg.adapt import Transformer
 
 from shared.deadline import remaining_seconds
 from shared.errors import CommitOutcomeUnknownError
 from shared.identity import current_identity
 
-__all__ = ["AsyncPoolerConnection", "PoolerConnection"]
+__all__ = ["AsyncPoolerConnection", "PoolerConnection", "TransactionStartRefusedError"]
 
 _IDLE = pq.TransactionStatus.IDLE
+
+LEGACY_CLAIMS = ("sub", "role", "email")
+"""Claims that Supabase's `auth.*()` functions read from `request.jwt.claim.<name>` first."""
 
 type _AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
 
 
+class TransactionStartRefusedError(psycopg.NotSupportedError):
+    """A statement could not start its transaction with the transaction's settings."""
+
+
 class _Transaction(Protocol):
-    """What the sync and async connections share: how to start a transaction."""
+    """What starting a transaction reads from a connection."""
 
     statement_timeout_ms: int
     wants_transaction: bool
@@ -106,6 +133,12 @@ def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
     if identity is not None:
         settings["role"] = identity.role
         settings["request.jwt.claims"] = identity.claims_json()
+        # Read before `request.jwt.claims` by auth.jwt() and auth.uid()/role()/email(): empty
+        # makes them fall back to the claims above instead of a stale session-level value.
+        settings["request.jwt.claim"] = ""
+        for claim in LEGACY_CLAIMS:
+            value = identity.claims.get(claim)
+            settings[f"request.jwt.claim.{claim}"] = value if isinstance(value, str) else ""
     if not settings:
         return []
     calls = sql.SQL(", ").join(
@@ -125,23 +158,32 @@ def _commit_outcome(conn: _AnyConnection) -> Iterator[None]:
         raise
 
 
-@contextmanager
-def _discard_if_stuck(conn: _AnyConnection) -> Iterator[None]:
+def _discard_if_stuck(pgconn: pq.abc.PGconn) -> None:
     """Close a connection that a failure left in pipeline mode: nothing more can be sent on it.
 
     A closed connection is what SQLAlchemy recognises as a disconnect: it discards it instead of
     trying a ROLLBACK that could not be sent either.
     """
+    if pgconn.pipeline_status != pq.PipelineStatus.OFF:
+        pgconn.finish()
+
+
+@contextmanager
+def _discarded_if_stuck(conn: _AnyConnection) -> Iterator[None]:
+    """`_discard_if_stuck` after any database error in the block."""
     try:
         yield
     except psycopg.Error:
-        if conn.pgconn.pipeline_status != pq.PipelineStatus.OFF:
-            conn.pgconn.finish()
+        _discard_if_stuck(conn.pgconn)
         raise
 
 
-class _WireAutocommit:
-    """`autocommit` as SQLAlchemy sets it, while the connection stays in autocommit on the wire."""
+class _PoolerTransactions(BaseConnection[Any]):
+    """Where every transaction starts, shared by the sync and asyncio connections.
+
+    Everything here is a plain method or a psycopg generator (`PQGen`), which the sync and the
+    asyncio connection each drive in their own way: one implementation for both.
+    """
 
     statement_timeout_ms = 0
     wants_transaction = True
@@ -155,9 +197,74 @@ class _WireAutocommit:
     def autocommit(self, value: bool) -> None:
         self.wants_transaction = not value
 
+    def _start_query(self) -> PQGen[None]:
+        """Start the transaction before the first statement of any cursor (psycopg's hook)."""
+        if self.pgconn.transaction_status != _IDLE:
+            return
+        commands = self._transaction_start()
+        if not commands:
+            return
+        if self._pipeline is not None:
+            self._enqueue(self._pipeline, commands)  # sent with the statement that follows
+            return
+        if not self.wants_transaction:
+            raise TransactionStartRefusedError(
+                "this statement cannot be pipelined, and in autocommit the transaction's"
+                " settings would end before it runs: run it inside a transaction"
+            )
+        yield from self._send_alone(commands)
 
-class PoolerConnection(_WireAutocommit, psycopg.Connection[Any]):
-    """A connection whose cursors pipeline BEGIN and the settings with the first statement."""
+    def _get_tx_start_command(self) -> bytes:
+        """Refuse psycopg's own BEGIN (`transaction()`, `tpc_begin()`): it carries no settings."""
+        raise TransactionStartRefusedError(
+            "transactions start with their first statement here; use SQLAlchemy's begin()"
+        )
+
+    def _transaction_start(self) -> list[PostgresQuery]:
+        """BEGIN and the prelude, converted as a cursor converts them: `$n` and bound values."""
+        begin = _begin(self)
+        statements: list[tuple[sql.Composed, list[str]]] = []
+        if begin is not None:
+            statements.append((begin, []))
+        commands = []
+        for statement, values in statements + _prelude(self):
+            command = PostgresQuery(Transformer(self))
+            command.convert(statement, values or None)
+            commands.append(command)
+        return commands
+
+    def _enqueue(self, pipeline: BasePipeline, commands: list[PostgresQuery]) -> None:
+        """Queue commands whose results are only checked for errors, as psycopg's own are."""
+        for command in commands:
+            send = partial(
+                self.pgconn.send_query_params,
+                command.query,
+                command.params,
+                param_formats=command.formats,
+                param_types=command.types,
+            )
+            pipeline.command_queue.append(send)
+            pipeline.result_queue.append(None)
+
+    def _send_alone(self, commands: list[PostgresQuery]) -> PQGen[None]:
+        """Send the commands as one exchange before a statement that cannot join a pipeline."""
+        pipeline = self._pipeline = BasePipeline(self)
+        try:
+            yield from pipeline._enter_gen()
+            self._enqueue(pipeline, commands)
+            yield from pipeline._exit_gen()
+        except psycopg.Error as exc:
+            pipeline._exit(exc)  # leaves pipeline mode when it can
+            _discard_if_stuck(self.pgconn)
+            raise
+        else:
+            pipeline._exit(None)
+        finally:
+            self._pipeline = None
+
+
+class PoolerConnection(_PoolerTransactions, psycopg.Connection[Any]):
+    """The sync connection: psycopg's, starting transactions as `_PoolerTransactions` says."""
 
     @classmethod
     def open(cls, statement_timeout_ms: int, **params: Any) -> PoolerConnection:
@@ -175,42 +282,28 @@ class PoolerConnection(_WireAutocommit, psycopg.Connection[Any]):
         with _commit_outcome(self):
             super().commit()
 
-    def start(self, cursor: psycopg.Cursor[Any]) -> None:
-        """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""
-        if begin := _begin(self):
-            cursor.execute(begin)
-        for statement, params in _prelude(self):
-            cursor.execute(statement, params or None)
-
 
 class PoolerCursor(psycopg.Cursor[Any]):
-    """Starts each transaction in the same exchange as its first statement."""
+    """Runs a transaction's first `execute` in a pipeline, so its start shares the exchange."""
 
     def execute(  # type: ignore[override]
         self, query: QueryNoTemplate, params: Params | None = None, **kwargs: Any
     ) -> Self:
         conn = self.connection
-        if not isinstance(conn, PoolerConnection) or conn.info.transaction_status != _IDLE:
+        if conn._pipeline is not None or conn.pgconn.transaction_status != _IDLE:
             return super().execute(query, params, **kwargs)
-        with _discard_if_stuck(conn), conn.pipeline():
-            conn.start(psycopg.Cursor(conn))
-            super().execute(query, params, **kwargs)
-        return self
+        with _discarded_if_stuck(conn), conn.pipeline():
+            return super().execute(query, params, **kwargs)
 
     def executemany(
         self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
     ) -> None:
-        conn = self.connection
-        if not isinstance(conn, PoolerConnection) or conn.info.transaction_status != _IDLE:
-            return super().executemany(query, params_seq, returning=returning)
-        with _discard_if_stuck(conn), conn.pipeline():
-            conn.start(psycopg.Cursor(conn))
+        with _discarded_if_stuck(self.connection):  # psycopg pipelines it already
             super().executemany(query, params_seq, returning=returning)
-        return None
 
 
-class AsyncPoolerConnection(_WireAutocommit, psycopg.AsyncConnection[Any]):
-    """The asyncio twin of `PoolerConnection`, for SQLAlchemy's asyncio engine."""
+class AsyncPoolerConnection(_PoolerTransactions, psycopg.AsyncConnection[Any]):
+    """The asyncio connection, for SQLAlchemy's asyncio engine; the same transactions."""
 
     @classmethod
     async def open(cls, statement_timeout_ms: int, **params: Any) -> AsyncPoolerConnection:
@@ -228,25 +321,22 @@ class AsyncPoolerConnection(_WireAutocommit, psycopg.AsyncConnection[Any]):
         with _commit_outcome(self):
             await super().commit()
 
-    async def start(self, cursor: psycopg.AsyncCursor[Any]) -> None:
-        """Queue BEGIN and the settings in the pipeline that `cursor` is about to use."""
-        if begin := _begin(self):
-            await cursor.execute(begin)
-        for statement, params in _prelude(self):
-            await cursor.execute(statement, params or None)
-
 
 class AsyncPoolerCursor(psycopg.AsyncCursor[Any]):
-    """Starts each transaction in the same exchange as its first statement."""
+    """The asyncio `PoolerCursor`."""
 
     async def execute(  # type: ignore[override]
         self, query: QueryNoTemplate, params: Params | None = None, **kwargs: Any
     ) -> Self:
         conn = self.connection
-        if not isinstance(conn, AsyncPoolerConnection) or conn.info.transaction_status != _IDLE:
+        if conn._pipeline is not None or conn.pgconn.transaction_status != _IDLE:
             return await super().execute(query, params, **kwargs)
-        with _discard_if_stuck(conn):
+        with _discarded_if_stuck(conn):
             async with conn.pipeline():
-                await conn.start(psycopg.AsyncCursor(conn))
-                await super().execute(query, params, **kwargs)
-        return self
+                return await super().execute(query, params, **kwargs)
+
+    async def executemany(
+        self, query: Query, params_seq: Iterable[Params], *, returning: bool = False
+    ) -> None:
+        with _discarded_if_stuck(self.connection):  # psycopg pipelines it already
+            await super().executemany(query, params_seq, returning=returning)

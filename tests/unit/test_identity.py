@@ -1,14 +1,9 @@
-"""Identities, their scope, and the prelude the driver sends for them (no database)."""
+"""Identities and their scope (no database); the prelude sent for them is in test_driver."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-
-import psycopg
 import pytest
 
-from shared.driver import _prelude
 from shared.identity import (
     ANONYMOUS,
     Identity,
@@ -17,20 +12,6 @@ from shared.identity import (
 )
 
 USER = Identity("authenticated", {"sub": "9f0c7a4e-8a53-4a57-9e6b-1d0b6f2c3d4e", "role": "x'; --"})
-
-
-@dataclass
-class Transaction:
-    """What `_prelude` reads from a connection: its limits and whether it begins a transaction."""
-
-    statement_timeout_ms: int = 8000
-    wants_transaction: bool = True
-    isolation_level: psycopg.IsolationLevel | None = None
-    read_only: bool | None = None
-
-
-def rendered(conn: Transaction) -> list[tuple[str, list[str]]]:
-    return [(statement.as_string(), params) for statement, params in _prelude(conn)]
 
 
 @pytest.mark.parametrize("role", ["postgres", "supabase_admin", "authenticated; DROP TABLE x", ""])
@@ -54,34 +35,3 @@ def test_acting_as_scopes_the_identity_and_restores_the_outer_one() -> None:
     seen.append(current_identity())
 
     assert seen == [USER, None, USER, None]
-
-
-def test_without_an_identity_a_transaction_sets_its_limits_with_set_local() -> None:
-    assert rendered(Transaction()) == [("SET LOCAL statement_timeout = '8000'", [])]
-
-
-@pytest.mark.parametrize("wants_transaction", [True, False])
-def test_with_an_identity_one_select_sets_limits_role_and_claims_all_bound(
-    wants_transaction: bool,
-) -> None:
-    conn = Transaction(wants_transaction=wants_transaction, read_only=not wants_transaction)
-
-    with acting_as(USER):
-        [(statement, params)] = rendered(conn)
-
-    names = ["statement_timeout", "role", "request.jwt.claims"]
-    if not wants_transaction:
-        names.insert(1, "transaction_read_only")
-    assert statement == "SELECT " + ", ".join(f"set_config('{n}', %s, true)" for n in names)
-    assert dict(zip(names, params, strict=True))["role"] == "authenticated"
-    assert json.loads(dict(zip(names, params, strict=True))["request.jwt.claims"]) == USER.claims
-
-
-def test_an_identity_is_set_even_without_limits() -> None:
-    with acting_as(ANONYMOUS):
-        [(statement, params)] = rendered(Transaction(statement_timeout_ms=0))
-
-    assert statement == (
-        "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
-    )
-    assert params == ["anon", "{}"]

@@ -59,7 +59,7 @@ from psycopg.adapt import Transformer
 
 from shared.deadline import remaining_seconds
 from shared.errors import CommitOutcomeUnknownError
-from shared.identity import current_identity
+from shared.identity import Identity, current_identity
 
 __all__ = ["AsyncPoolerConnection", "PoolerConnection", "TransactionStartRefusedError"]
 
@@ -114,6 +114,20 @@ def _limits(conn: _Transaction) -> dict[str, str]:
     return settings
 
 
+def _legacy_claim_settings(identity: Identity) -> dict[str, str]:
+    """The settings Supabase's `auth.*()` functions read before `request.jwt.claims`.
+
+    Another client of the pooler may have set them for the whole session on the server
+    connection; set here transaction-locally, to the identity's values or empty (which makes
+    those functions fall back to `request.jwt.claims`), no stale value can speak for it.
+    """
+    settings = {"request.jwt.claim": ""}  # read first by auth.jwt()
+    for claim in LEGACY_CLAIMS:
+        value = identity.claims.get(claim)
+        settings[f"request.jwt.claim.{claim}"] = value if isinstance(value, str) else ""
+    return settings
+
+
 def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
     """The statements that set this transaction's limits and identity, sent before its first.
 
@@ -133,12 +147,7 @@ def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
     if identity is not None:
         settings["role"] = identity.role
         settings["request.jwt.claims"] = identity.claims_json()
-        # Read before `request.jwt.claims` by auth.jwt() and auth.uid()/role()/email(): empty
-        # makes them fall back to the claims above instead of a stale session-level value.
-        settings["request.jwt.claim"] = ""
-        for claim in LEGACY_CLAIMS:
-            value = identity.claims.get(claim)
-            settings[f"request.jwt.claim.{claim}"] = value if isinstance(value, str) else ""
+        settings |= _legacy_claim_settings(identity)
     if not settings:
         return []
     calls = sql.SQL(", ").join(

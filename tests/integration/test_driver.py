@@ -39,7 +39,9 @@ from shared.driver import TransactionStartRefusedError
 from shared.identity import Identity, acting_as, current_identity
 from shared.sessions import read_session, session_scope
 from tests.fixtures.identities import new_user
+from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches
+from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
 from tests.integration.test_identity_per_transaction import (
     one_server_connection,  # noqa: F401  (a fixture)
     plain_client,
@@ -288,6 +290,26 @@ def test_bulk_orm_update_by_primary_key(driver: Driver, database: LocalStack, us
 
     assert names(database, [a0, b0, b1]) == {a0: "original", b0: "renamed by B", b1: "renamed by B"}
     assert seen == AS_B
+
+
+def test_a_bulk_update_first_in_its_transaction_costs_what_any_write_does(
+    driver: Driver,
+    database: LocalStack,
+    users: Users,
+    exchange_counter: ExchangeCounter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BEGIN, the prelude and every row's UPDATE in one exchange; COMMIT in the second."""
+    monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
+    reset_caches()
+    rows = [{"id": row_id, "name": "counted"} for row_id in users.b_ids]
+    with acting_as(users.b):
+        driver.write(lambda session: session.scalar(text("SELECT 1")))  # the dialect's queries
+        exchange_counter.reset()
+        driver.write(lambda session: session.execute(update(Item), rows))
+
+    [connection] = exchange_counter.settled()
+    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, 2)
 
 
 def test_bulk_core_delete_by_primary_key(

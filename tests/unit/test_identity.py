@@ -13,6 +13,7 @@ from shared.identity import (
     ANONYMOUS,
     Identity,
     acting_as,
+    acting_as_login_role,
     current_identity,
 )
 
@@ -48,16 +49,25 @@ def test_acting_as_scopes_the_identity_and_restores_the_outer_one() -> None:
     seen = []
     with acting_as(USER):
         seen.append(current_identity())
-        with acting_as(None):
+        with acting_as_login_role():
             seen.append(current_identity())
         seen.append(current_identity())
     seen.append(current_identity())
 
-    assert seen == [USER, None, USER, None]
+    assert seen == [USER, None, USER, ANONYMOUS]
 
 
-def test_without_an_identity_a_transaction_sets_its_limits_with_set_local() -> None:
-    assert rendered(Transaction()) == [("SET LOCAL statement_timeout = '8000'", [])]
+def test_with_no_identity_in_scope_a_transaction_acts_as_anon() -> None:
+    [(statement, params)] = rendered(Transaction())
+
+    assert current_identity() is ANONYMOUS
+    assert "set_config('role', %s, true)" in statement
+    assert params == ["8000", "anon", '{"role":"anon"}']
+
+
+def test_only_the_login_role_opt_in_sets_the_limits_with_set_local_and_no_role() -> None:
+    with acting_as_login_role():
+        assert rendered(Transaction()) == [("SET LOCAL statement_timeout = '8000'", [])]
 
 
 @pytest.mark.parametrize("wants_transaction", [True, False])
@@ -84,4 +94,4 @@ def test_an_identity_is_set_even_without_limits() -> None:
     assert statement == (
         "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
     )
-    assert params == ["anon", "{}"]
+    assert params == ["anon", '{"role":"anon"}']

@@ -121,3 +121,10 @@ def test_the_login_role_only_inside_the_named_opt_in(database: LocalStack) -> No
 
     assert inside == {"role": database.config.user, "claimed_role": None, "user_id": None}
     assert after == AS_ANON
+
+
+def test_the_public_read_session_asks_for_no_token_even_in_the_openapi_document() -> None:
+    operation = build_app().openapi()["paths"]["/public"]["get"]
+
+    assert "security" not in operation
+    assert set(operation["responses"]) == {"200", "503"}

@@ -1,14 +1,17 @@
-"""Identities, their scope, and the prelude the driver sends for them (no database)."""
+"""Identities, their scope, the boundary's reset, and the prelude the driver sends for them
+(no database)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pytest
 
 from shared.driver import _prelude
+from shared.http import LambdaEvent, json_response, lambda_boundary
 from shared.identity import (
     ANONYMOUS,
     Identity,
@@ -16,6 +19,7 @@ from shared.identity import (
     acting_as_login_role,
     current_identity,
 )
+from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 
 USER = Identity("authenticated", {"sub": "9f0c7a4e-8a53-4a57-9e6b-1d0b6f2c3d4e", "role": "x'; --"})
 
@@ -95,3 +99,18 @@ def test_an_identity_is_set_even_without_limits() -> None:
         "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
     )
     assert params == ["anon", '{"role":"anon"}']
+
+
+@lambda_boundary
+def report_identity(_event: LambdaEvent, _context: Any) -> dict[str, Any]:
+    identity = current_identity()
+    return dict(json_response(200, {"role": identity.role if identity else "login role"}))
+
+
+@pytest.mark.parametrize("leaked", [USER, None], ids=["a user", "the login role"])
+def test_the_boundary_starts_every_invocation_as_anon(leaked: Identity | None) -> None:
+    """Whatever identity earlier code left in scope, the handler finds ANONYMOUS."""
+    with acting_as(leaked) if leaked else acting_as_login_role():
+        response = report_identity(http_event("GET /identity", token=""), LambdaTestContext())
+
+    assert body_of(response) == {"role": "anon"}

@@ -9,11 +9,11 @@ nothing of it outlives the transaction on a server connection that the pooler ha
 client.
 
 Least privilege by default: with no verified identity in scope a transaction acts as `anon`
-(ANONYMOUS), the role of Supabase's public API key, which may read no user's rows. The login
-role owns the tables and, locally, is a superuser; acting as it is an explicit opt-in,
-`with acting_as_login_role():`, kept for the few places that need the owner's rights
-(migrations, the service-only connection monitor, tests that set up data) and visible wherever
-it is used.
+(ANONYMOUS), the role of Supabase's public API key, which the tables' grants and policies keep
+out of users' rows. The login role owns the tables and, locally, is a superuser; acting as it
+is an explicit opt-in, `with acting_as_login_role():`, kept for the few places that need the
+owner's rights (migrations, the service-only connection monitor, tests that set up data) and
+visible wherever it is used.
 
 Only three roles can be acted as, Supabase's API roles; anything else is refused here, before
 it could ever reach `SET ROLE`.

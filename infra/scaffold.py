@@ -6,8 +6,9 @@
 Writes, from the templates in infra/templates/:
 
 - `functions/<name>/`: `handler.py` behind the shared Lambda boundary, and for FastAPI a
-  `routes.py` with one `async def` route on the shared read session; each answers
-  `GET /<name>` (underscores become hyphens) with one query through the pooler;
+  `routes.py` with one `async def` route on the public read session; each answers
+  `GET /<name>` (underscores become hyphens) to anyone with one query through the pooler, as
+  `anon`, and its docstring names how public, user and service routes choose whom they act as;
 - `tests/integration/test_<name>.py`, which invokes the handler with an API Gateway v2.0
   event for its route (tests/fixtures/lambda_events.http_event) against the pooler;
 - the function in serverless.yml: handler, zip, reserved concurrency (a new

@@ -1,5 +1,14 @@
 """FastAPI glue shared by every FastAPI function: identity and session dependencies, JSON errors.
 
+Each route says who it acts as by the dependency it takes:
+
+- `PublicReadSessionDep`: public routes, no token asked for; reads as `anon`, which row-level
+  security and grants keep out of every user's rows (a public catalogue, a status page);
+- `ReadSessionDep` / `SessionDep`: a signed-in user's routes; a 401 without a valid access
+  token, then reads (or writes) as that user, so policies decide which rows are theirs;
+- `ServiceRoleDep`: service-only routes; 401 without a valid token, 403 for any token but a
+  service_role one (open a session with `async_session_scope(identity)` to act as it).
+
 Kept apart from `shared.errors` so that plain handlers never import FastAPI. `ErrorBody` and
 `error_responses` put the errors a route can answer into the app's OpenAPI document, so the
 document says what the API really answers (the tests check it with schemathesis).
@@ -21,13 +30,14 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.async_sessions import async_read_session, async_session_scope
-from shared.auth import Identity, identity_from_authorization, service_role_only
+from shared.auth import ANONYMOUS, Identity, identity_from_authorization, service_role_only
 from shared.errors import ErrorResponse, error_response, http_error, invalid_request
 
 __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "IdentityDep",
+    "PublicReadSessionDep",
     "ReadSessionDep",
     "ServiceRoleDep",
     "SessionDep",
@@ -75,11 +85,18 @@ async def get_read_session(identity: IdentityDep) -> AsyncIterator[AsyncSession]
         yield session
 
 
+async def get_public_read_session() -> AsyncIterator[AsyncSession]:
+    """A read-only session in autocommit as `anon`: no token is read, so none is required."""
+    async with async_read_session(ANONYMOUS) as session:
+        yield session
+
+
 # scope="function": commit before the response is sent, so a failed commit is what the client
 # sees, never a success response for data that was not stored. Both take the caller's token:
 # a request without a valid one is a 401 before any database work.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+PublicReadSessionDep = Annotated[AsyncSession, Depends(get_public_read_session, scope="function")]
 
 
 class ErrorDetail(BaseModel):

@@ -7,7 +7,7 @@ import this module.
 
 Every session acts as an identity (`shared.identity`): each of its transactions switches to the
 identity's role and claims, so row-level security decides what it sees. `shared.api`'s session
-dependencies open them as the request's verified caller.
+dependencies open them as the request's verified caller, or as `anon` for public routes.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ __all__ = ["async_read_session", "async_session_scope"]
 
 
 @asynccontextmanager
-async def async_session_scope(identity: Identity | None) -> AsyncIterator[AsyncSession]:
-    """A read-write unit of work as `identity` (None: the login role), committed on success."""
+async def async_session_scope(identity: Identity) -> AsyncIterator[AsyncSession]:
+    """A read-write unit of work as `identity`, committed on success."""
     with acting_as(identity):
         async with (
             AsyncSession(get_async_engine(), expire_on_commit=False) as session,
@@ -36,8 +36,8 @@ async def async_session_scope(identity: Identity | None) -> AsyncIterator[AsyncS
 
 
 @asynccontextmanager
-async def async_read_session(identity: Identity | None) -> AsyncIterator[AsyncSession]:
-    """A read-only session in autocommit as `identity` (None: the login role)."""
+async def async_read_session(identity: Identity) -> AsyncIterator[AsyncSession]:
+    """A read-only session in autocommit as `identity`."""
     engine = get_async_engine().execution_options(**READ_ONLY_OPTIONS)
     with acting_as(identity):
         async with AsyncSession(engine, sync_session_class=ReadSession) as session:

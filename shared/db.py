@@ -18,10 +18,11 @@ free, so nothing may outlive a transaction:
   https://www.psycopg.org/psycopg3/docs/advanced/prepare.html#using-prepared-statements-with-pgbouncer
 - No startup `options` (PgBouncer rejects them, others drop them) and no plain `SET` or `SET
   ROLE` (they leak to the next client of that server connection): every transaction, single
-  reads in autocommit included, sets `statement_timeout` (and, acting for a user, the role
-  and the JWT claims: `shared.identity`) transaction-locally, in the same exchange as its
-  first statement (`shared.driver`), never longer than what is left of the invocation's
-  deadline (`shared.deadline`). A read is one exchange with the pooler, a write two.
+  reads in autocommit included, sets `statement_timeout` and the role and JWT claims it acts
+  with (`anon` unless a verified caller is in scope: `shared.identity`) transaction-locally,
+  in the same exchange as its first statement (`shared.driver`), never longer than what is
+  left of the invocation's deadline (`shared.deadline`). A read is one exchange with the
+  pooler, a write two.
 - `connect_timeout` well under the Lambda timeout and within the deadline, so an outage
   answers 503 quickly; a connection still waiting when the deadline passes is cut.
 - `application_name` per function, so `pg_stat_activity` shows who holds connections.

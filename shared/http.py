@@ -12,7 +12,9 @@ place that knows what a Lambda invocation is:
   function never answers 200 to an SQS message, and Mangum never sees an event it would
   crash on;
 - whatever the handler raises becomes the mapped JSON error (`shared.errors`): no invocation
-  raises to the runtime, which would log a traceback and retry asynchronous events.
+  raises to the runtime, which would log a traceback and retry asynchronous events;
+- every invocation starts acting as `anon` (`shared.identity`): an identity left in scope by
+  anything before it never carries over to the database work of this one.
 
 The checks cover what the handlers and Mangum read from each kind of event, in AWS's
 documented shapes (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html,
@@ -22,7 +24,8 @@ https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html). One response
 with `json_response`.
 
 `@plain_handler` is the whole stanza of a plain function that reads the database: the boundary,
-one autocommit connection through the pooler, and a 200 JSON answer.
+one autocommit connection through the pooler as `anon`, and a 200 JSON answer: for public reads
+such as the health check.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from sqlalchemy import Connection
 from shared.db import autocommit_connection
 from shared.deadline import deadline_for
 from shared.errors import AppError, error_response
-from shared.identity import acting_as
+from shared.identity import ANONYMOUS, acting_as
 from shared.logs import logger as powertools_logger
 
 __all__ = [
@@ -233,9 +236,10 @@ def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
             logger.warning("invalid event", extra={"reason": str(exc)})
             return _error(exc)
         try:
-            # Every invocation starts as nobody (the login role): only a verified token, in
-            # the session dependencies, puts a user's identity in scope.
-            with deadline_for(context), acting_as(None):
+            # Every invocation starts as `anon`, whatever a previous invocation left in this
+            # context: only a verified token, in the session dependencies or the handler, puts
+            # a caller's identity in scope.
+            with deadline_for(context), acting_as(ANONYMOUS):
                 return dict(handler(http_event, context))
         except Exception as exc:  # the Lambda boundary: every error becomes a JSON response
             return _error(exc)

@@ -6,8 +6,14 @@ Supabase's Data API. `acting_as(identity)` puts an identity in scope for a block
 `shared.driver` then starts every transaction begun inside it by switching to that role and
 setting those claims, transaction-locally and in the same exchange as the first statement, so
 nothing of it outlives the transaction on a server connection that the pooler hands to the next
-client. With no identity in scope, transactions run as the login role (health checks, the
-connection monitor, migrations): who may see user data is decided where the identity is.
+client.
+
+Least privilege by default: with no verified identity in scope a transaction acts as `anon`
+(ANONYMOUS), the role of Supabase's public API key, which the tables' grants and policies keep
+out of users' rows. The login role owns the tables and, locally, is a superuser; acting as it
+is an explicit opt-in, `with acting_as_login_role():`, kept for the few places that need the
+owner's rights (migrations, the service-only connection monitor, tests that set up data) and
+visible wherever it is used.
 
 Only three roles can be acted as, Supabase's API roles; anything else is refused here, before
 it could ever reach `SET ROLE`.
@@ -27,13 +33,12 @@ __all__ = [
     "ROLES",
     "Identity",
     "acting_as",
+    "acting_as_login_role",
     "current_identity",
 ]
 
 ROLES = frozenset({"anon", "authenticated", "service_role"})
 """The roles a request can act as: Supabase's, created elsewhere by the platform migration."""
-
-_identity: ContextVar[Identity | None] = ContextVar("acting_identity", default=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +46,7 @@ class Identity:
     """Who a request acts as in Postgres."""
 
     role: str  # "authenticated", "anon" or "service_role": the Postgres role
-    claims: Mapping[str, Any]  # the verified JWT claims; {} for anon
+    claims: Mapping[str, Any]  # the verified JWT claims; for anon, those of the anon key
 
     def __post_init__(self) -> None:
         """Refuse any role but the three API roles: the login role's own power is never lent."""
@@ -59,12 +64,17 @@ class Identity:
         return json.dumps(dict(self.claims), separators=(",", ":"))
 
 
-ANONYMOUS = Identity("anon", {})
+ANONYMOUS = Identity("anon", {"role": "anon"})
+"""Whoever has no verified token: Supabase's `anon` role, with the claims its anon key carries
+that policies read (`auth.role()` is 'anon', `auth.uid()` is null)."""
+
+# None stands for the login role, reachable only through `acting_as_login_role()`.
+_identity: ContextVar[Identity | None] = ContextVar("acting_identity", default=ANONYMOUS)
 
 
 @contextmanager
-def acting_as(identity: Identity | None) -> Iterator[Identity | None]:
-    """Run the block's transactions as `identity` (None: as the login role), then restore."""
+def acting_as(identity: Identity) -> Iterator[Identity]:
+    """Run the block's transactions as `identity`, then restore the identity before it."""
     token = _identity.set(identity)
     try:
         yield identity
@@ -72,6 +82,22 @@ def acting_as(identity: Identity | None) -> Iterator[Identity | None]:
         _identity.reset(token)
 
 
+@contextmanager
+def acting_as_login_role() -> Iterator[None]:
+    """Run the block's transactions as the login role, the tables' owner: no role switch.
+
+    Only for work that needs the owner's rights whoever asks (migrations, the service-only
+    connection monitor, test setup), never for a request's own data: that belongs to the
+    verified caller (`acting_as`), or to `anon`.
+    """
+    token = _identity.set(None)
+    try:
+        yield
+    finally:
+        _identity.reset(token)
+
+
 def current_identity() -> Identity | None:
-    """The identity in scope; None means the login role."""
+    """The identity in scope: ANONYMOUS unless a block says otherwise; None only inside
+    `acting_as_login_role()`."""
     return _identity.get()

@@ -8,8 +8,8 @@ Read sessions run in autocommit (one exchange per SELECT, no BEGIN/COMMIT) and r
 over: flushing a change raises `ReadOnlySessionError`, and Postgres itself refuses any write
 statement (`transaction_read_only`, set in the same exchange by `shared.driver`).
 
-Sessions act as the identity in scope (`shared.identity.acting_as`), or as the login role when
-there is none: a plain handler that reads users' data runs them inside
+Sessions act as the identity in scope (`shared.identity`): `anon` unless a block says
+otherwise. A plain handler that reads a user's data runs them inside
 `acting_as(require_identity(event))`.
 """
 

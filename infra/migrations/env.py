@@ -4,7 +4,9 @@ transaction pooler (DDL, advisory locks and long transactions belong on a real s
 The URL comes from `infra.migrate.upgrade` (a config attribute) or, on Alembic's command line,
 from `infra.migrate.migration_url()`; both end in `shared.database_url.url_for`, so every path,
 `--sql` included, refuses the same URLs with the same message. Refusals and failed connections
-are CommandErrors, which Alembic's command line prints as one line.
+are CommandErrors, which Alembic's command line prints as one line. Migrations act as the login
+role, which owns the tables (`shared.identity.acting_as_login_role`): the platform's driver would
+otherwise switch every transaction to `anon`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from infra.migrate import migration_url as configured_migration_url
 from shared.database_url import Purpose, url_for
 from shared.db import build_engine
 from shared.errors import DatabaseConfigError
+from shared.identity import acting_as_login_role
 from shared.models import Base
 from shared.settings import ConnectionMode, get_settings
 
@@ -71,17 +74,19 @@ def run_migrations_online() -> None:
         update={"db_statement_timeout_ms": 0, "db_application_name": "alembic"}
     )
     engine = build_engine(url, settings, ConnectionMode.DIRECT)
-    try:
+    # From the dialect's first query on: before the platform migration, `anon` may not exist.
+    with acting_as_login_role():
         try:
-            connection = engine.connect()
-        except (OperationalError, InterfaceError) as error:
-            raise CommandError(unreachable(url, error)) from None
-        with connection:
-            context.configure(connection=connection, target_metadata=Base.metadata)
-            with context.begin_transaction():
-                context.run_migrations()
-    finally:
-        engine.dispose()
+            try:
+                connection = engine.connect()
+            except (OperationalError, InterfaceError) as error:
+                raise CommandError(unreachable(url, error)) from None
+            with connection:
+                context.configure(connection=connection, target_metadata=Base.metadata)
+                with context.begin_transaction():
+                    context.run_migrations()
+        finally:
+            engine.dispose()
 
 
 if context.is_offline_mode():

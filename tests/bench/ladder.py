@@ -14,8 +14,8 @@ interleaved rounds, so the differences of their medians say what each layer cost
 
 `GET /health` (a plain handler):
 1. raw psycopg: connect, SELECT 1, close;
-2. the statement timeout: one `set_config` pipelined with the SELECT, as `shared.driver` sends
-   a single read in autocommit;
+2. acting as anon: one `set_config` of the statement timeout, role `anon` and its claims
+   pipelined with the SELECT, as `shared.driver` sends a single read with no identity;
 3. SQLAlchemy Core: `autocommit_connection()` on the project's engine, within a deadline;
 4. the function: the Lambda boundary (event check, request id in the logs, JSON answer).
 """
@@ -35,7 +35,7 @@ from shared.async_sessions import async_read_session
 from shared.db import autocommit_connection, get_async_engine
 from shared.deadline import invocation_deadline
 from shared.driver import AsyncPoolerConnection
-from shared.identity import acting_as
+from shared.identity import ANONYMOUS, acting_as
 from shared.settings import get_settings
 from tests.bench.contenders import (
     ITEM_COLUMNS,
@@ -56,7 +56,7 @@ ITEMS_GET_STEPS = (
     "+ the ORM",
     "+ the function",
 )
-HEALTH_STEPS = ("raw psycopg", "+ the statement timeout", "+ SQLAlchemy Core", "+ the function")
+HEALTH_STEPS = ("raw psycopg", "+ acting as anon", "+ SQLAlchemy Core", "+ the function")
 LADDERS = {"items get": ITEMS_GET_STEPS, "health": HEALTH_STEPS}
 """Each ladder's steps, by the name of the warm table's route it takes apart."""
 SELECT = f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s"
@@ -64,7 +64,6 @@ ACT_AS = (
     "SELECT set_config('statement_timeout', %s, true), set_config('role', %s, true),"
     " set_config('request.jwt.claims', %s, true)"
 )
-TIMEOUT_ONLY = "SELECT set_config('statement_timeout', %s, true)"
 DEADLINE_S = 10.0
 
 type Ladders = dict[str, list[list[float]]]
@@ -119,16 +118,17 @@ def _items_get_steps(
 
 def _health_steps(project: ProjectFunctions, url: str) -> list[Request]:
     """The steps of HEALTH_STEPS as thunks that raise BenchError unless they read a row."""
-    timeout = [str(get_settings().db_statement_timeout_ms)]
+    timeout_ms = get_settings().db_statement_timeout_ms
+    acting = [str(timeout_ms), ANONYMOUS.role, ANONYMOUS.claims_json()]
 
     def raw() -> None:
         with psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS) as conn:
             _check(conn.execute("SELECT 1").fetchall())
 
-    def raw_timeout() -> None:
+    def raw_anon() -> None:
         with psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS) as conn:
             with conn.pipeline():
-                conn.execute(TIMEOUT_ONLY, timeout)
+                conn.execute(ACT_AS, acting)
                 cursor = conn.execute("SELECT 1")
             _check(cursor.fetchall())
 
@@ -136,7 +136,7 @@ def _health_steps(project: ProjectFunctions, url: str) -> list[Request]:
         with invocation_deadline(DEADLINE_S), autocommit_connection() as conn:
             _check(conn.execute(text("SELECT 1")).all())
 
-    return [raw, raw_timeout, core, project.prepare("health")]
+    return [raw, raw_anon, core, project.prepare("health")]
 
 
 def _check(rows: Sequence[object]) -> None:

@@ -7,6 +7,7 @@ the offending rows carry a marker that must never reach a response body or a log
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared.db import get_engine, transaction
 from shared.errors import RETRY_AFTER_SECONDS, ErrorResponse, error_response
-from shared.identity import acting_as
+from shared.identity import acting_as_login_role
 from shared.sessions import session_scope
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.stack import reset_caches
@@ -251,7 +252,7 @@ def test_serialization_failure_is_503(
 
 def test_deadlock_is_503(caplog: pytest.LogCaptureFixture) -> None:
     # Only a superuser may set deadlock_timeout: these transactions run as the login role.
-    with acting_as(None):
+    with acting_as_login_role():
         first, second = new_sku(), new_sku()
         with transaction() as conn:
             conn.execute(
@@ -271,8 +272,12 @@ def test_deadlock_is_503(caplog: pytest.LogCaptureFixture) -> None:
                 both_locked_one.wait(timeout=5)
                 conn.execute(lock_row, {"sku": other})
 
-        # The slower detector waits in a thread; this side detects the deadlock and fails.
-        waiter = threading.Thread(target=lock_in_order, args=(first, second, 5_000))
+        # The slower detector waits in a thread, in this context (the login role); this side
+        # detects the deadlock and fails.
+        in_this_context = contextvars.copy_context().run
+        waiter = threading.Thread(
+            target=in_this_context, args=(lock_in_order, first, second, 5_000)
+        )
         waiter.start()
         try:
             exc = error_of(lambda: lock_in_order(second, first, 50))

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from functions.items.handler import handler
 from functions.items.models import Item
 from shared.db import autocommit_connection
-from shared.identity import acting_as
+from shared.identity import acting_as_login_role
 from tests.fixtures.lambda_events import (
     LambdaTestContext,
     body_of,
@@ -221,7 +221,7 @@ def test_round_trip_through_rest_and_function_url_events() -> None:
 def test_without_a_token_items_answer_401_and_touch_no_row(
     route: str, event: dict[str, Any]
 ) -> None:
-    with acting_as(None):  # the login role: every user's rows
+    with acting_as_login_role():  # the tables' owner counts every user's rows
         before = item_count()
         response = invoke(http_event(route, token="", **event))
         after = item_count()

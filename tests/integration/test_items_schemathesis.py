@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select
 from functions.items.handler import app, handler
 from functions.items.models import Item
 from shared.db import transaction
+from shared.identity import acting_as_login_role
 from tests.fixtures.lambda_http import lambda_session
 from tests.fixtures.tokens import Tokens
 
@@ -36,13 +37,14 @@ schema = schemathesis.openapi.from_dict(app.openapi())
 
 @pytest.fixture(scope="module")
 def items_api() -> Iterator[requests.Session]:
-    """HTTP to BASE_URL invokes the items handler; the rows the run creates are removed after."""
-    with transaction() as conn:
+    """HTTP to BASE_URL invokes the items handler; the rows the run creates, whoever owns them,
+    are removed after by the tables' owner."""
+    with acting_as_login_role(), transaction() as conn:
         last_id = conn.execute(select(func.coalesce(func.max(Item.id), 0))).scalar_one()
     session, _ = lambda_session(handler, BASE_URL)
     with session:
         yield session
-    with transaction() as conn:
+    with acting_as_login_role(), transaction() as conn:
         conn.execute(delete(Item).where(Item.id > last_id))
 
 

@@ -26,7 +26,7 @@ from functions.items.handler import handler as items_handler
 from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared.db import autocommit_connection, get_engine, transaction
-from shared.identity import Identity, acting_as
+from shared.identity import ANONYMOUS, Identity, acting_as, acting_as_login_role
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.service import handler_for
@@ -110,9 +110,9 @@ def test_orm_create_uses_one_login_and_one_transaction(
     assert "RETURNING" in statements[2]
 
 
-def test_without_an_identity_the_limits_are_set_local(stack: LocalStack) -> None:
+def test_as_the_login_role_the_limits_are_set_local(stack: LocalStack) -> None:
     def write_as_the_login_role() -> None:
-        with acting_as(None), transaction() as conn:
+        with acting_as_login_role(), transaction() as conn:
             conn.execute(text("SELECT 2"))  # `SELECT 1` is PgBouncer's own, left out of the log
 
     _, statements = measure(stack, write_as_the_login_role)
@@ -218,7 +218,7 @@ SCOPES: dict[str, tuple[Callable[[], AbstractContextManager[Connection]], int]] 
 }
 
 
-@pytest.mark.parametrize("acting_as_user", [False, True], ids=["login role", "user"])
+@pytest.mark.parametrize("acting", ["login role", "anon", "user"])
 @pytest.mark.parametrize("scope_name", SCOPES)
 def test_acting_as_a_user_costs_no_extra_exchange(
     database: LocalStack,
@@ -226,13 +226,14 @@ def test_acting_as_a_user_costs_no_extra_exchange(
     monkeypatch: pytest.MonkeyPatch,
     as_user: Identity,
     scope_name: str,
-    acting_as_user: bool,
+    acting: str,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
     reset_caches()
     scope, expected = SCOPES[scope_name]
-    identity = as_user if acting_as_user else None
-    with acting_as(identity):
+    identity = {"login role": None, "anon": ANONYMOUS, "user": as_user}[acting]
+    in_scope = acting_as_login_role() if identity is None else acting_as(identity)
+    with in_scope:
         with scope() as warm_up:  # the engine's first connection runs the dialect's queries
             warm_up.execute(text("SELECT 1"))
         exchange_counter.reset()
@@ -244,7 +245,7 @@ def test_acting_as_a_user_costs_no_extra_exchange(
     if identity is None:
         assert (who.role, who.claims or None) == (database.config.user, None)
     else:
-        assert (who.role, who.claims) == ("authenticated", identity.claims_json())
+        assert (who.role, who.claims) == (identity.role, identity.claims_json())
     reset_caches()
 
 

@@ -78,7 +78,11 @@ def test_a_genuine_token_becomes_the_identity_it_names(tokens: Tokens) -> None:
 
 
 def test_the_anonymous_identity_has_no_user() -> None:
-    assert (ANONYMOUS.role, dict(ANONYMOUS.claims), ANONYMOUS.user_id) == ("anon", {}, None)
+    assert (ANONYMOUS.role, dict(ANONYMOUS.claims), ANONYMOUS.user_id) == (
+        "anon",
+        {"role": "anon"},
+        None,
+    )
 
 
 @pytest.mark.parametrize("header", [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Token abc"])

@@ -11,7 +11,7 @@ import pytest
 
 from shared.deadline import invocation_deadline
 from shared.driver import _prelude
-from shared.identity import ANONYMOUS, Identity, acting_as
+from shared.identity import ANONYMOUS, Identity, acting_as, acting_as_login_role
 
 USER = Identity(
     "authenticated",
@@ -47,8 +47,17 @@ def settings_of(conn: Transaction) -> dict[str, str]:
     return dict(zip(names, params, strict=True))
 
 
-def test_without_an_identity_a_transaction_sets_its_limits_with_set_local() -> None:
-    assert rendered(Transaction()) == [("SET LOCAL statement_timeout = '8000'", [])]
+def test_only_the_login_role_opt_in_sets_its_limits_with_set_local_and_no_role() -> None:
+    with acting_as_login_role():
+        assert rendered(Transaction()) == [("SET LOCAL statement_timeout = '8000'", [])]
+
+
+def test_with_no_identity_in_scope_a_transaction_acts_as_anon() -> None:
+    settings = settings_of(Transaction())
+
+    assert settings["role"] == "anon"
+    assert json.loads(settings["request.jwt.claims"]) == {"role": "anon"}
+    assert settings["request.jwt.claim.role"] == "anon"
 
 
 @pytest.mark.parametrize("wants_transaction", [True, False])
@@ -84,9 +93,14 @@ def test_claims_an_identity_lacks_are_set_empty_not_left_alone() -> None:
     with acting_as(ANONYMOUS):
         settings = settings_of(Transaction(statement_timeout_ms=0))
 
-    assert settings == {"role": "anon", "request.jwt.claims": "{}"} | dict.fromkeys(
-        LEGACY_SETTINGS, ""
-    )
+    assert settings == {
+        "role": "anon",
+        "request.jwt.claims": '{"role":"anon"}',
+        "request.jwt.claim": "",
+        "request.jwt.claim.sub": "",
+        "request.jwt.claim.role": "anon",
+        "request.jwt.claim.email": "",
+    }
 
 
 def test_a_claim_that_is_not_a_string_is_set_empty() -> None:
@@ -98,7 +112,7 @@ def test_a_claim_that_is_not_a_string_is_set_empty() -> None:
 
 @pytest.mark.parametrize("configured_ms", [0, 60_000], ids=["no timeout", "longer than deadline"])
 def test_the_statement_timeout_never_outlasts_the_invocations_deadline(configured_ms: int) -> None:
-    with invocation_deadline(5):
+    with invocation_deadline(5), acting_as_login_role():
         [(statement, _)] = rendered(Transaction(statement_timeout_ms=configured_ms))
 
     timeout_ms = int(statement.split("'")[1])
@@ -106,7 +120,7 @@ def test_the_statement_timeout_never_outlasts_the_invocations_deadline(configure
 
 
 def test_a_statement_timeout_within_the_deadline_is_kept() -> None:
-    with invocation_deadline(5):
+    with invocation_deadline(5), acting_as_login_role():
         assert rendered(Transaction(statement_timeout_ms=300)) == [
             ("SET LOCAL statement_timeout = '300'", [])
         ]

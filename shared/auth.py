@@ -147,7 +147,10 @@ WRONG_ISSUER = "The access token was not issued by this project's Supabase Auth"
 WRONG_AUDIENCE = "The access token is not meant for this API"
 ROLE_REFUSED = "The access token's role is not accepted"
 NO_USER = "The access token names no user"
-NEEDS_USER = "This route acts for a user: it needs an access token that names one (sub)"
+NEEDS_USER = (
+    "This route acts for a user: it needs a user's access token, or a service_role token that"
+    " names one (sub)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,9 +604,9 @@ def service_role_only(identity: Identity) -> Identity:
 
 
 def user_only(identity: Identity) -> Identity:
-    """The identity if it names a user (`sub`): a user's token, or a service_role token acting
-    for one; a 403 for anon and for a service_role token that names nobody."""
-    if identity.user_id is None:
+    """The identity if it acts for a user: a user's token, or a service_role token that names
+    one (`sub`); a 403 for anon, and for a service_role token that names nobody."""
+    if identity.role == "anon" or identity.user_id is None:
         raise ForbiddenError(NEEDS_USER)
     return identity
 

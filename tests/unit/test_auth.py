@@ -268,11 +268,12 @@ def test_the_refusal_names_the_claim_of_the_wrong_type(
 
 def test_user_only_refuses_a_caller_who_names_no_user(tokens: Tokens) -> None:
     anon = identity_from_authorization(f"Bearer {tokens.token(role='anon', sub=None)}")
+    anon_with_sub = identity_from_authorization(f"Bearer {tokens.token(role='anon')}")
     nobody = identity_from_authorization(f"Bearer {tokens.token(role='service_role', sub=None)}")
     user = identity_from_authorization(f"Bearer {tokens.token()}")
     service_for_a_user = identity_from_authorization(f"Bearer {tokens.service_role()}")
 
-    errors = [refused(user_only, anon), refused(user_only, nobody), refused(user_only, ANONYMOUS)]
+    errors = [refused(user_only, who) for who in (anon, anon_with_sub, nobody, ANONYMOUS)]
 
     assert {(type(e), str(e)) for e in errors} == {(ForbiddenError, auth.NEEDS_USER)}
     assert {error_response(e).status_code for e in errors} == {403}

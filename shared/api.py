@@ -30,7 +30,13 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.async_sessions import async_read_session, async_session_scope
-from shared.auth import ANONYMOUS, Identity, identity_from_authorization, service_role_only
+from shared.auth import (
+    ANONYMOUS,
+    Identity,
+    identity_from_authorization,
+    service_role_only,
+    user_only,
+)
 from shared.errors import ErrorResponse, error_response, http_error, invalid_request
 
 __all__ = [
@@ -41,6 +47,9 @@ __all__ = [
     "ReadSessionDep",
     "ServiceRoleDep",
     "SessionDep",
+    "UserDep",
+    "UserReadSessionDep",
+    "UserSessionDep",
     "error_responses",
     "install_error_handlers",
 ]
@@ -97,6 +106,33 @@ async def get_public_read_session() -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 PublicReadSessionDep = Annotated[AsyncSession, Depends(get_public_read_session, scope="function")]
+
+
+async def get_user(identity: IdentityDep) -> Identity:
+    """The verified caller, who must name a user (`sub`): 401 without a valid token, 403 for an
+    anon token and for a service_role token that names nobody."""
+    return user_only(identity)
+
+
+UserDep = Annotated[Identity, Depends(get_user)]
+
+
+async def get_user_session(identity: UserDep) -> AsyncIterator[AsyncSession]:
+    """`get_session` for routes whose rows belong to users: the caller must name one."""
+    async with async_session_scope(identity) as session:
+        yield session
+
+
+async def get_user_read_session(identity: UserDep) -> AsyncIterator[AsyncSession]:
+    """`get_read_session` for routes whose rows belong to users: the caller must name one."""
+    async with async_read_session(identity) as session:
+        yield session
+
+
+# For per-user resources: a 403 with a clear message, before any database work, where the
+# database would refuse anon's statements (no grant) or store a row with no owner.
+UserSessionDep = Annotated[AsyncSession, Depends(get_user_session, scope="function")]
+UserReadSessionDep = Annotated[AsyncSession, Depends(get_user_read_session, scope="function")]
 
 
 class ErrorDetail(BaseModel):

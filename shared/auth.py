@@ -24,11 +24,22 @@ Retry-After, never a 401: the token may be fine. PyJWT's own PyJWKClient does no
 timeout is fixed per client, not per request; it retries a failed fetch on every request; and
 the empty key set of a project still on the legacy secret is an error to it.
 
+Claims are checked for type before their values (`exp`, `nbf`, `iat` numbers; `iss`, `role`
+strings; `sub` a user id; `aud` a string or a list of strings; the header's `alg` and `kid`
+strings), and must be JSON that Postgres can hold, since they become `request.jwt.claims`:
+whatever a token holds, a client gets a 401 naming the check, never a 500.
+
 A token that passed every check is remembered (VERIFIED_TOKENS_KEPT of them per process): a
 client sends the same token with every request until it expires, and checking its signature
 again costs more (about 0.3 ms here, for ES256) than the rest of the verification. A remembered
 token is trusted no longer than its `exp` (with the leeway) and no longer than the keys it was
-checked with (JWKS_TTL_S), so expiry and a revoked key take effect exactly as without the memo.
+checked with: until those keys are JWKS_TTL_S old, counted from when they were loaded, and
+only while every reload still lists its `kid`. So a revoked key's tokens are refused from the
+first fetch that no longer lists it, at most JWKS_TTL_S after the keys in hand were loaded,
+exactly as without the memo.
+
+A configuration error (the legacy secret missing or denied) is a 500 on every request until it
+is fixed, never a 503: only unavailability (timeouts, 5xx, throttling) means "retry shortly".
 
 The legacy secret is read from Secrets Manager on the first HS256 token and kept as long as the
 JWKS. The stack's placeholder (a JSON object) means it is not set, and HS256 tokens are refused.
@@ -42,13 +53,16 @@ import base64
 import http.client
 import json
 import logging
+import math
 import os
 import ssl
 import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import Message
 from functools import lru_cache, partial
 from typing import IO, Any
@@ -60,6 +74,7 @@ from jwt import PyJWK
 from shared.deadline import remaining_seconds
 from shared.errors import (
     AuthConfigError,
+    ConfigurationError,
     ForbiddenError,
     InvalidTokenError,
     NotAuthenticatedError,
@@ -82,6 +97,7 @@ __all__ = [
     "require_identity",
     "require_service_role",
     "service_role_only",
+    "user_only",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,6 +124,10 @@ VERIFIED_TOKENS_KEPT = 256
 MIN_FETCH_TIMEOUT_S = 0.05
 """With less of the deadline left the JWKS is not fetched at all: the request answers 503."""
 
+MAX_CLAIMS_DEPTH = 32
+"""Deeper claims are refused: far beyond any token Supabase issues, and far from the recursion
+limits of the JSON encoders and of Postgres's `jsonb`, which the claims go through."""
+
 MAX_JWKS_BYTES = 64 * 1024
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
@@ -127,70 +147,125 @@ WRONG_ISSUER = "The access token was not issued by this project's Supabase Auth"
 WRONG_AUDIENCE = "The access token is not meant for this API"
 ROLE_REFUSED = "The access token's role is not accepted"
 NO_USER = "The access token names no user"
+NEEDS_USER = (
+    "This route acts for a user: it needs a user's access token, or a service_role token that"
+    " names one (sub)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _TrustedKey:
+    """A verification key, where it came from, and until when it may be trusted (monotonic
+    time): its load time plus the keys' TTL."""
+
+    key: PyJWK
+    source: str
+    kid: str
+    trusted_until: float
 
 
 class _KeyCache:
     """Keys from a slow source (an HTTP fetch, a secret read), safe to share between threads:
     kept for `ttl_s`, loaded again when stale or asked for a key they lack, but at most once
     per `min_reload_interval_s`, failed loads included. Threads that need a load at once share
-    one."""
+    one. After each successful load, `on_load(source, kids)` hears which keys it listed."""
 
     def __init__(
         self,
+        source: str,
         load: Callable[[], dict[str, PyJWK]],
         *,
         ttl_s: float,
         min_reload_interval_s: float,
+        on_load: Callable[[str, frozenset[str]], None],
     ) -> None:
+        self._source = source
         self._load = load
         self._ttl_s = ttl_s
         self._min_reload_interval_s = min_reload_interval_s
+        self._on_load = on_load
         self._lock = threading.Lock()
         self._keys: dict[str, PyJWK] = {}
         self._loaded_at = float("-inf")
         self._attempted_at = float("-inf")
-        self._failed = False
+        self._failure: Callable[[], Exception] | None = None
 
-    def get(self, kid: str) -> PyJWK | None:
-        """The key named `kid`, or None; SigningKeysUnavailableError when none can be loaded."""
+    def get(self, kid: str) -> _TrustedKey | None:
+        """The key named `kid`, or None; SigningKeysUnavailableError when none can be loaded,
+        and the same ConfigurationError as the last load while that load was a mistake."""
         with self._lock:
             now = time.monotonic()
             if now - self._loaded_at < self._ttl_s and kid in self._keys:
-                return self._keys[kid]
+                return self._trusted(kid)
             if now - self._attempted_at < self._min_reload_interval_s:
-                if self._failed:
-                    raise SigningKeysUnavailableError()
-                return self._keys.get(kid)  # loaded moments ago, without this kid
-            self._attempted_at, self._failed = now, True
-            self._keys = self._load()
-            self._loaded_at, self._failed = time.monotonic(), False
-            return self._keys.get(kid)
+                if self._failure is not None:
+                    raise self._failure()
+                return self._trusted(kid)  # loaded moments ago, without this kid
+            self._attempted_at, self._failure = now, SigningKeysUnavailableError
+            try:
+                self._keys = self._load()
+            except ConfigurationError as exc:
+                # A mistake to fix, not an outage: the same 500 until the next attempt, never
+                # a 503 telling clients to retry.
+                self._failure = partial(type(exc), str(exc), setting=exc.setting)
+                raise
+            self._loaded_at, self._failure = time.monotonic(), None
+            self._on_load(self._source, frozenset(self._keys))
+            return self._trusted(kid)
+
+    def _trusted(self, kid: str) -> _TrustedKey | None:
+        key = self._keys.get(kid)
+        if key is None:
+            return None
+        return _TrustedKey(key, self._source, kid, self._loaded_at + self._ttl_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Remembered:
+    claims: dict[str, Any]
+    key: _TrustedKey
 
 
 class _VerifiedTokens:
-    """Claims of tokens that passed every check, each until its `exp` or its keys' TTL ends."""
+    """Claims of tokens that passed every check, each until its `exp` or until the keys it was
+    checked with are stale, and forgotten by the first load that no longer lists its key."""
 
-    def __init__(self, keys_ttl_s: float) -> None:
-        self._keys_ttl_s = keys_ttl_s
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._claims: dict[str, tuple[dict[str, Any], float]] = {}
+        self._remembered: dict[str, _Remembered] = {}
+        self._listed: dict[str, frozenset[str]] = {}
 
     def get(self, token: str) -> dict[str, Any] | None:
-        """The claims of `token` if it was verified and is still within both limits."""
+        """The claims of `token` if it was verified and is still within every limit."""
         with self._lock:
-            remembered = self._claims.get(token)
+            remembered = self._remembered.get(token)
         if remembered is None:
             return None
-        claims, keys_expire_at = remembered
-        if time.monotonic() < keys_expire_at and time.time() < claims["exp"] + CLOCK_SKEW_S:
+        claims, key = remembered.claims, remembered.key
+        if time.monotonic() < key.trusted_until and time.time() < claims["exp"] + CLOCK_SKEW_S:
             return claims
         return None
 
-    def add(self, token: str, claims: dict[str, Any]) -> None:
+    def add(self, token: str, claims: dict[str, Any], key: _TrustedKey) -> None:
+        """Remember `token`, unless a load since its check has dropped its key."""
         with self._lock:
-            if len(self._claims) >= VERIFIED_TOKENS_KEPT:
-                del self._claims[next(iter(self._claims))]
-            self._claims[token] = (claims, time.monotonic() + self._keys_ttl_s)
+            if key.kid not in self._listed.get(key.source, frozenset()):
+                return
+            if len(self._remembered) >= VERIFIED_TOKENS_KEPT:
+                del self._remembered[next(iter(self._remembered))]
+            self._remembered[token] = _Remembered(claims, key)
+
+    def keys_loaded(self, source: str, kids: frozenset[str]) -> None:
+        """Forget the tokens of `source`'s keys that its latest load no longer lists."""
+        with self._lock:
+            self._listed[source] = kids
+            revoked = [
+                token
+                for token, remembered in self._remembered.items()
+                if remembered.key.source == source and remembered.key.kid not in kids
+            ]
+            for token in revoked:
+                del self._remembered[token]
 
 
 class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
@@ -290,6 +365,98 @@ def _project_url(url: str) -> str:
     return parts.geturl()
 
 
+class _MalformedClaimError(jwt.DecodeError):
+    """A claim of the wrong type or form: `claim` names it."""
+
+    def __init__(self, claim: str) -> None:
+        super().__init__(f"the {claim} claim is malformed")
+        self.claim = claim
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number, as RFC 7519's NumericDate is: not a bool, a string of digits, nor NaN."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_audience(value: object) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    )
+
+
+def _is_user_id(value: object) -> bool:
+    """A UUID in its canonical form, as Supabase Auth's user ids and `auth.uid()` are."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+_CLAIM_CHECKS: dict[str, Callable[[object], bool]] = {
+    "exp": _is_number,
+    "nbf": _is_number,
+    "iat": _is_number,
+    "iss": lambda value: isinstance(value, str),
+    "aud": _is_audience,
+    "role": lambda value: isinstance(value, str),
+    "sub": _is_user_id,
+}
+"""Each claim the verifier or the database reads, and what it must be when present."""
+
+
+def _is_storable_text(text: str) -> bool:
+    """Text Postgres accepts: valid UTF-8 (no lone surrogate) without NUL."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _is_storable_scalar(value: object) -> bool:
+    if isinstance(value, str):
+        return _is_storable_text(value)
+    return not (isinstance(value, float) and not math.isfinite(value))
+
+
+def _storable(claims: dict[str, Any]) -> bool:
+    """Whether Postgres can hold the claims as `jsonb`, as `request.jwt.claims` must: no NaN or
+    infinity, no NUL or lone surrogate in any text, no deeper than MAX_CLAIMS_DEPTH. Walked
+    without recursion, so no nesting can exhaust the stack."""
+    pending: list[tuple[object, int]] = [(claims, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_CLAIMS_DEPTH:
+                return False
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+        elif not _is_storable_scalar(value):
+            return False
+    return True
+
+
+class _SupabaseJWT(jwt.PyJWT):
+    """PyJWT, refusing claims of the wrong type before it compares their values.
+
+    `_decode_payload` is PyJWT's hook for subclasses; it runs after the signature is verified
+    and before any claim is validated, so a claim of the wrong type never reaches a comparison.
+    """
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        claims = super()._decode_payload(decoded)
+        for name, check in _CLAIM_CHECKS.items():
+            if name in claims and not check(claims[name]):
+                raise _MalformedClaimError(name)
+        if not _storable(claims):
+            raise jwt.DecodeError("the claims cannot be stored as jsonb")
+        return claims
+
+
+_JWT = _SupabaseJWT()
+
 _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.ExpiredSignatureError, EXPIRED),
     (jwt.ImmatureSignatureError, NOT_YET_VALID),
@@ -306,6 +473,8 @@ def _reason(exc: jwt.PyJWTError) -> str:
     """What failed, in our words: PyJWT's messages are not written for clients."""
     if isinstance(exc, jwt.MissingRequiredClaimError):
         return _MISSING_CLAIM_REASONS.get(exc.claim, f"The access token has no {exc.claim} claim")
+    if isinstance(exc, _MalformedClaimError):
+        return f"The access token's {exc.claim} claim is malformed"
     return next((reason for kind, reason in _REASONS if isinstance(exc, kind)), MALFORMED)
 
 
@@ -323,11 +492,21 @@ class TokenVerifier:
     ) -> None:
         self.issuer = f"{_project_url(supabase_url)}/auth/v1"
         self.jwks_url = f"{self.issuer}/.well-known/jwks.json"
+        self._verified = _VerifiedTokens()
         limits = {"ttl_s": keys_ttl_s, "min_reload_interval_s": min_refetch_interval_s}
-        self._jwks = _KeyCache(partial(_fetch_jwks, self.jwks_url, jwks_timeout_s), **limits)
-        self._verified = _VerifiedTokens(keys_ttl_s)
+        self._jwks = _KeyCache(
+            "jwks",
+            partial(_fetch_jwks, self.jwks_url, jwks_timeout_s),
+            on_load=self._verified.keys_loaded,
+            **limits,
+        )
         self._legacy = (
-            _KeyCache(partial(_read_legacy_secret, legacy_secret_id), **limits)
+            _KeyCache(
+                "legacy",
+                partial(_read_legacy_secret, legacy_secret_id),
+                on_load=self._verified.keys_loaded,
+                **limits,
+            )
             if legacy_secret_id
             else None
         )
@@ -337,15 +516,15 @@ class TokenVerifier:
         failed, SigningKeysUnavailableError when the keys cannot be read."""
         if (remembered := self._verified.get(token)) is not None:
             return remembered
-        claims = self._check(token)
-        self._verified.add(token, claims)
+        key = self._key_for(token)
+        claims = self._check(token, key.key)
+        self._verified.add(token, claims, key)
         return claims
 
-    def _check(self, token: str) -> dict[str, Any]:
+    def _check(self, token: str, key: PyJWK) -> dict[str, Any]:
         """Every check, with the key the token's header names."""
-        key = self._key_for(token)
         try:
-            claims: dict[str, Any] = jwt.decode(
+            claims = _JWT.decode(
                 token,
                 key,
                 algorithms=[key.algorithm_name],
@@ -362,13 +541,15 @@ class TokenVerifier:
             raise InvalidTokenError(NO_USER)
         return claims
 
-    def _key_for(self, token: str) -> PyJWK:
+    def _key_for(self, token: str) -> _TrustedKey:
         """The one key that may verify this token, chosen by its header's `alg` and `kid`."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise InvalidTokenError(MALFORMED) from None
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            raise InvalidTokenError(ALGORITHM_REFUSED)
         if algorithm == LEGACY_ALGORITHM:
             key = self._legacy.get(_LEGACY_KEY_ID) if self._legacy else None
             if key is None:
@@ -419,6 +600,14 @@ def service_role_only(identity: Identity) -> Identity:
     """The identity if it is the service role; a 403 for any other verified caller."""
     if identity.role != SERVICE_ROLE:
         raise ForbiddenError("This route requires a service_role token")
+    return identity
+
+
+def user_only(identity: Identity) -> Identity:
+    """The identity if it acts for a user: a user's token, or a service_role token that names
+    one (`sub`); a 403 for anon, and for a service_role token that names nobody."""
+    if identity.role == "anon" or identity.user_id is None:
+        raise ForbiddenError(NEEDS_USER)
     return identity
 
 

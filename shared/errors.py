@@ -21,6 +21,9 @@ Database errors map by SQLSTATE (https://www.postgresql.org/docs/current/errcode
     23503, 23001          foreign-key, restrict violation           409
     23514, class 22       check violation; data exception: value    422
                           too long, out of range, NUL, bad encoding
+    42501                 insufficient privilege: no grant for the  403
+                          caller's role, or a row-level security
+                          policy's WITH CHECK refused the row
     57014, 55P03          statement timeout or cancel, lock timeout 503 + Retry-After
     40001, 40P01          serialization failure, deadlock           503 + Retry-After
     class 08, 53, 57      connection lost, too many connections,    503 + Retry-After
@@ -34,6 +37,11 @@ A connection lost while COMMIT was in flight (`CommitOutcomeUnknownError`, raise
 Without a SQLSTATE, psycopg's DataError (a value it refuses to send, such as NUL in text) is
 a 422; OperationalError and InterfaceError (cannot connect, pooler full, connection lost) and
 a full session-mode pool are a 503.
+
+Insufficient privilege is a 403, not a 500: with row-level security it is how Postgres says
+"this caller may not", the database deciding what the route let through; the route-level
+checks (`shared.api.UserSessionDep`) answer the same 403 earlier, and this one is the net
+behind them, logged at INFO with the table so a missing grant can still be found.
 
 A foreign-key violation is a 409, not a 422: a referenced row that does not exist, or a row
 that is still referenced, is about the state of other rows, not the shape of the request, and
@@ -224,6 +232,7 @@ class _Answer:
 _INTERNAL = _Answer(500, AppError.code, "Internal server error")
 _CONFLICT = _Answer(409, ConflictError.code, "The request conflicts with stored data")
 _UNSTORABLE = _Answer(422, "validation_error", "The request holds a value that cannot be stored")
+_NOT_ALLOWED = _Answer(403, ForbiddenError.code, "The access token may not do this")
 _UNAVAILABLE = _Answer(
     503, ServiceUnavailableError.code, "The database is unavailable, retry shortly"
 )
@@ -245,6 +254,7 @@ _BY_SQLSTATE = {
     "23503": _CONFLICT,  # foreign_key_violation
     "23001": _CONFLICT,  # restrict_violation
     "23514": _UNSTORABLE,  # check_violation
+    "42501": _NOT_ALLOWED,  # insufficient_privilege, also a row-level security WITH CHECK
     "57014": _TOO_SLOW,  # query_canceled: statement_timeout or a cancel request
     "55P03": _TOO_SLOW,  # lock_not_available: lock_timeout or NOWAIT
     "40001": _COLLIDED,  # serialization_failure

@@ -4,6 +4,10 @@ Routes are `async def` over asyncio sessions: FastAPI runs them on the event loo
 threadpool hop (a sync route would cost a new worker thread per Lambda invocation), and the
 database calls never block the loop, so the same app is right under any ASGI server. Writes
 commit in the session dependency, never here.
+
+Items belong to users, so every route needs a caller who names one (`UserSessionDep`): a user's
+token, or a service_role token with a `sub`, which sees every user's items and creates its own.
+An anon token, or a service_role token without `sub` (an item needs an owner), is a 403.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from sqlalchemy import delete, func, select, update
 from functions.items.errors import ItemNotFoundError
 from functions.items.models import Item
 from functions.items.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
-from shared.api import ReadSessionDep, SessionDep, error_responses
+from shared.api import UserReadSessionDep, UserSessionDep, error_responses
 
 router = APIRouter(prefix="/items", tags=["items"])
 
@@ -25,9 +29,11 @@ MAX_PAGE_SIZE = 100
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 401, 409, 422, 503, 500)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=error_responses(400, 401, 403, 409, 422, 503, 500),
 )
-async def create_item(body: ItemCreate, session: SessionDep) -> ItemRead:
+async def create_item(body: ItemCreate, session: UserSessionDep) -> ItemRead:
     """Store a new item; a duplicate SKU is a 409."""
     item = Item(**body.model_dump())
     session.add(item)
@@ -35,9 +41,9 @@ async def create_item(body: ItemCreate, session: SessionDep) -> ItemRead:
     return ItemRead.model_validate(item)
 
 
-@router.get("", responses=error_responses(401, 422, 503, 500))
+@router.get("", responses=error_responses(401, 403, 422, 503, 500))
 async def list_items(
-    session: ReadSessionDep,
+    session: UserReadSessionDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> ItemPage:
@@ -51,8 +57,8 @@ async def list_items(
     return ItemPage(items=page, next_after=page[-1].id if len(rows) > limit else None)
 
 
-@router.get("/{item_id}", responses=error_responses(401, 404, 422, 503, 500))
-async def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
+@router.get("/{item_id}", responses=error_responses(401, 403, 404, 422, 503, 500))
+async def get_item(item_id: ItemId, session: UserReadSessionDep) -> ItemRead:
     """One item by id."""
     item = await session.get(Item, item_id)
     if item is None:
@@ -60,8 +66,8 @@ async def get_item(item_id: ItemId, session: ReadSessionDep) -> ItemRead:
     return ItemRead.model_validate(item)
 
 
-@router.patch("/{item_id}", responses=error_responses(400, 401, 404, 409, 422, 503, 500))
-async def update_item(item_id: ItemId, body: ItemUpdate, session: SessionDep) -> ItemRead:
+@router.patch("/{item_id}", responses=error_responses(400, 401, 403, 404, 409, 422, 503, 500))
+async def update_item(item_id: ItemId, body: ItemUpdate, session: UserSessionDep) -> ItemRead:
     """Change some fields, in one UPDATE ... RETURNING."""
     changes = body.model_dump(exclude_unset=True)
     item = (
@@ -80,9 +86,9 @@ async def update_item(item_id: ItemId, body: ItemUpdate, session: SessionDep) ->
 @router.delete(
     "/{item_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses=error_responses(401, 404, 422, 503, 500),
+    responses=error_responses(401, 403, 404, 422, 503, 500),
 )
-async def delete_item(item_id: ItemId, session: SessionDep) -> Response:
+async def delete_item(item_id: ItemId, session: UserSessionDep) -> Response:
     """Delete an item, in one DELETE ... RETURNING."""
     deleted = (
         await session.scalars(delete(Item).where(Item.id == item_id).returning(Item.id))

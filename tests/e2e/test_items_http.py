@@ -68,3 +68,42 @@ def test_bad_input_over_http(api: httpx.Client, tokens: Tokens) -> None:
     assert malformed.json()["code"] == "malformed_json"
     assert wrong_type.status_code == 422
     assert too_big_page.status_code == 422
+
+
+def test_tokens_a_client_made_up_are_4xx_over_http_never_500(
+    api: httpx.Client, tokens: Tokens
+) -> None:
+    """The outside review's cases, over HTTP: a header `alg` that is a list, a validly signed
+    anon token, a service_role token without `sub` creating an item, issuer-signed claims of the
+    wrong type. Each is refused with the JSON body; the genuine user's token is served."""
+    sku = f"E2E-{uuid.uuid4().hex[:10]}"
+    alg_a_list = "eyJhbGciOlsiRVMyNTYiXSwia2lkIjoieCJ9.e30.eA"
+    exp_a_string = tokens.signed(tokens.header(), tokens.claims() | {"exp": "9999999999"})
+    role_a_list = tokens.signed(tokens.header(), tokens.claims() | {"role": ["service_role"]})
+    anon = tokens.token(role="anon", sub=None)
+    service_without_sub = tokens.token(role="service_role", sub=None)
+
+    answers = {
+        "alg a list": api.get("/items", headers=bearer(alg_a_list)),
+        "exp a string": api.get("/items", headers=bearer(exp_a_string)),
+        "role a list": api.get("/items", headers=bearer(role_a_list)),
+        "anon": api.get("/items", headers=bearer(anon)),
+        "service_role without sub": api.post(
+            "/items", json={"sku": sku, "name": "No owner"}, headers=bearer(service_without_sub)
+        ),
+        "alg a list, /connections": api.get("/connections", headers=bearer(alg_a_list)),
+    }
+    genuine = api.get("/items", headers=bearer(tokens.token()))
+
+    assert {name: answer.status_code for name, answer in answers.items()} == {
+        "alg a list": 401,
+        "exp a string": 401,
+        "role a list": 401,
+        "anon": 403,
+        "service_role without sub": 403,
+        "alg a list, /connections": 401,
+    }
+    assert all(
+        answer.json()["code"] in {"invalid_token", "forbidden"} for answer in answers.values()
+    )
+    assert genuine.status_code == 200

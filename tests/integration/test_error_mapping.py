@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import psycopg
@@ -23,7 +24,7 @@ from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared.db import get_engine, transaction
 from shared.errors import RETRY_AFTER_SECONDS, ErrorResponse, error_response
-from shared.identity import acting_as_login_role
+from shared.identity import ANONYMOUS, acting_as, acting_as_login_role
 from shared.sessions import session_scope
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.stack import reset_caches
@@ -141,6 +142,38 @@ def test_check_violations_and_data_exceptions_are_a_generic_422(
         "message": "The request holds a value that cannot be stored",
     }
     assert logging.ERROR not in logged_at(caplog)
+
+
+INSUFFICIENT_PRIVILEGE = {
+    "anon, which has no grant on items": (
+        ANONYMOUS,
+        fails("SELECT count(*) FROM items"),
+    ),
+    "a user planting a row owned by another (WITH CHECK)": (
+        None,  # the test's own user, from `as_user`
+        fails(
+            "INSERT INTO items (owner_id, sku, name) VALUES (:other, :sku, 'planted')",
+            other=str(uuid.uuid4()),
+            sku=new_sku(),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", INSUFFICIENT_PRIVILEGE)
+def test_insufficient_privilege_is_403_not_500(case: str, caplog: pytest.LogCaptureFixture) -> None:
+    """What Postgres answers when the caller's role or a policy refuses the statement: the
+    caller may not, and no person needs to act, so no 500 and no ERROR line."""
+    identity, statement = INSUFFICIENT_PRIVILEGE[case]
+    with acting_as(identity) if identity else nullcontext():
+        exc = error_of(statement)
+    assert sqlstate_of(exc) == "42501"
+
+    response = mapped(exc, caplog)
+
+    assert response.status_code == 403
+    assert response.body == {"code": "forbidden", "message": "The access token may not do this"}
+    assert logged_at(caplog) == [logging.INFO]
 
 
 def test_not_null_violation_is_a_500_logged_with_the_column_and_project_frame(

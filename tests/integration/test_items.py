@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from functions.items.handler import handler
 from functions.items.models import Item
+from shared.auth import NEEDS_USER
 from shared.db import autocommit_connection
 from shared.identity import acting_as_login_role
 from tests.fixtures.lambda_events import (
@@ -20,6 +21,7 @@ from tests.fixtures.lambda_events import (
     http_event,
     rest_event,
 )
+from tests.fixtures.tokens import Tokens
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
@@ -229,3 +231,59 @@ def test_without_a_token_items_answer_401_and_touch_no_row(
     assert response["statusCode"] == 401
     assert response["headers"]["www-authenticate"] == "Bearer"
     assert after == before
+
+
+ITEM_ROUTES: dict[str, dict[str, Any]] = {
+    "POST /items": {"body": {"sku": "no-owner-1", "name": "x"}},
+    "GET /items": {},
+    "GET /items/{item_id}": {},
+    "PATCH /items/{item_id}": {"body": {"quantity": 1}},
+    "DELETE /items/{item_id}": {},
+}
+NAMES_NO_USER: dict[str, dict[str, Any]] = {
+    "anon": {"role": "anon", "sub": None},
+    "anon with a sub": {"role": "anon"},
+    "service_role without sub": {"role": "service_role", "sub": None},
+}
+
+
+@pytest.mark.parametrize("caller", NAMES_NO_USER)
+@pytest.mark.parametrize("route", ITEM_ROUTES)
+def test_a_caller_who_acts_for_no_user_is_403_and_touches_no_row(
+    tokens: Tokens, route: str, caller: str
+) -> None:
+    """Items are a user's own rows: anon has no grant on them, and an item needs an owner."""
+    token = tokens.token(**NAMES_NO_USER[caller])
+    with acting_as(None):  # the login role: every user's rows
+        item = create(new_sku()) if "{item_id}" in route else None
+        before = item_count()
+    path = f"/items/{item['id']}" if item else None
+
+    response = invoke(http_event(route, path, token=token, **ITEM_ROUTES[route]))
+    with acting_as(None):
+        after = item_count()
+
+    assert response["statusCode"] == 403
+    assert body_of(response) == {"code": "forbidden", "message": NEEDS_USER}
+    assert after == before
+
+
+def test_a_service_role_token_that_names_a_user_acts_for_it_over_every_users_items(
+    tokens: Tokens,
+) -> None:
+    someone_elses = create(new_sku())  # the test's own user's item
+    service_user = str(uuid.uuid4())
+    service = tokens.token(user_id=service_user, role="service_role")
+
+    created = invoke(http_event("POST /items", body={"sku": new_sku(), "name": "x"}, token=service))
+    read = invoke(
+        http_event("GET /items/{item_id}", path=f"/items/{someone_elses['id']}", token=service)
+    )
+    with acting_as(None), autocommit_connection() as conn:
+        owner = conn.execute(
+            select(Item.owner_id).where(Item.id == body_of(created)["id"])
+        ).scalar_one()
+
+    assert created["statusCode"] == 201
+    assert str(owner) == service_user
+    assert body_of(read) == someone_elses

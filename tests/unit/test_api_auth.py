@@ -5,17 +5,25 @@ over loopback HTTP, no database."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
+import boto3
+import jwt
 import pytest
 import requests
 from fastapi import FastAPI
 from mangum import Mangum
+from moto.core import enable_iam_authentication
 
 from shared.api import IdentityDep, ServiceRoleDep, error_responses, install_error_handlers
+from shared.auth import get_verifier
 from shared.http import lambda_boundary, request_header
+from shared.secrets import secrets_manager_client
+from shared.settings import get_settings
 from tests.fixtures.lambda_events import function_url_event, http_event, rest_event
 from tests.fixtures.lambda_http import lambda_session
+from tests.fixtures.secrets_extension import serve_secrets_extension
 from tests.fixtures.tokens import FORGERIES, Tokens, bearer
 
 BASE_URL = "https://api.example.test"
@@ -116,3 +124,62 @@ def test_plain_handlers_read_the_header_whatever_its_case_and_event_kind(
 
     assert request_header(event, "Authorization") == "Bearer abc"
     assert request_header(event, "x-not-sent") is None
+
+
+LEGACY_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+
+
+def forget_clients_and_settings() -> None:
+    get_settings.cache_clear()
+    get_verifier.cache_clear()
+    secrets_manager_client.cache_clear()
+
+
+@pytest.fixture(params=["missing", "denied"])
+def unreadable_legacy_secret(
+    request: pytest.FixtureRequest, aws: None, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """SUPABASE_JWT_SECRET_ARN naming a secret that does not exist (read through boto3), or one
+    the function may not read: read as deployed, through the extension (its stand-in), whose
+    credentials belong to a user with no policy at all, moto enforcing IAM."""
+    with ExitStack() as stack:
+        if request.param == "missing":
+            arn = "arn:aws:secretsmanager:eu-central-1:123456789012:secret:missing-AbCdEf"
+        else:
+            created = boto3.client("secretsmanager").create_secret(
+                Name="jwt-secret", SecretString=LEGACY_SECRET
+            )
+            arn = created["ARN"]
+            iam = boto3.client("iam")
+            iam.create_user(UserName="function-without-rights")
+            key = iam.create_access_key(UserName="function-without-rights")["AccessKey"]
+            without_rights = boto3.client(
+                "secretsmanager",
+                aws_access_key_id=key["AccessKeyId"],
+                aws_secret_access_key=key["SecretAccessKey"],
+            )
+            extension = stack.enter_context(serve_secrets_extension(without_rights))
+            for name, value in extension.environment().items():
+                monkeypatch.setenv(name, value)
+            stack.enter_context(enable_iam_authentication())
+        monkeypatch.setenv("SUPABASE_JWT_SECRET_ARN", arn)
+        forget_clients_and_settings()
+        yield request.param
+    monkeypatch.undo()
+    forget_clients_and_settings()
+
+
+def test_an_unreadable_legacy_secret_is_500_on_every_request_never_503(
+    client: requests.Session, tokens: Tokens, unreadable_legacy_secret: str
+) -> None:
+    """A configuration mistake to fix, not an outage: no Retry-After telling clients it will
+    pass. The key cache's back-off holds only for real unavailability."""
+    token = jwt.encode(tokens.claims(), LEGACY_SECRET, algorithm="HS256")
+
+    answers = [client.get(f"{BASE_URL}/me", headers=bearer(token)) for _ in range(2)]
+    es256 = client.get(f"{BASE_URL}/me", headers=bearer(tokens.token()))
+
+    assert [answer.status_code for answer in answers] == [500, 500]
+    assert [answer.json()["code"] for answer in answers] == ["internal_error"] * 2
+    assert not any("Retry-After" in answer.headers for answer in answers)
+    assert es256.status_code == 200  # the JWKS path does not depend on the secret

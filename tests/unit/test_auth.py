@@ -29,6 +29,7 @@ from shared.auth import (
     get_verifier,
     identity_from_authorization,
     service_role_only,
+    user_only,
 )
 from shared.deadline import invocation_deadline
 from shared.errors import (
@@ -171,6 +172,119 @@ def test_an_authenticated_token_must_name_its_user(tokens: Tokens) -> None:
     assert identity_from_authorization(f"Bearer {tokens.token(role='service_role', sub=None)}")
 
 
+ALG_A_LIST = "eyJhbGciOlsiRVMyNTYiXSwia2lkIjoieCJ9.e30.eA"
+"""The review's token: `{"alg": ["ES256"], "kid": "x"}`, refused before any key is involved."""
+
+WRONG_HEADERS: dict[str, dict[str, Any]] = {
+    "alg a list": {"alg": ["ES256"]},
+    "alg an object": {"alg": {"ES256": True}},
+    "alg null": {"alg": None},
+    "alg a number": {"alg": 256},
+    "kid a list": {"kid": ["x"]},
+    "kid a number": {"kid": 1},
+    "kid null": {"kid": None},
+    "crit not a list": {"crit": "b64"},
+    "b64 false": {"b64": False, "crit": ["b64"]},
+}
+WRONG_CLAIMS: dict[str, dict[str, Any]] = {
+    "exp a numeric string": {"exp": "9999999999"},
+    "exp a list": {"exp": [9999999999]},
+    "exp true": {"exp": True},
+    "exp NaN": {"exp": float("nan")},
+    "exp Infinity": {"exp": float("inf")},
+    "exp null": {"exp": None},
+    "nbf a string": {"nbf": "0"},
+    "iat an object": {"iat": {}},
+    "role a list": {"role": ["service_role"]},
+    "role an object": {"role": {"authenticated": True}},
+    "role a number": {"role": 1},
+    "role null": {"role": None},
+    "iss a list": {"iss": ["issuer"]},
+    "aud an object": {"aud": {"authenticated": True}},
+    "aud a list of numbers": {"aud": [1]},
+    "sub a number": {"sub": 42},
+    "sub not a uuid": {"sub": "alice"},
+    "sub a uuid without dashes": {"sub": uuid.uuid4().hex},
+    "NUL in a claim": {"email": "a\x00b@example.test"},
+    "a lone surrogate in a claim": {"user_metadata": {"name": "\ud800"}},
+    "claims nested too deep": {"user_metadata": json.loads("[" * 40 + "]" * 40)},
+}
+
+
+def test_the_reviews_token_with_alg_a_list_is_401(tokens: Tokens) -> None:
+    error = refused(identity_from_authorization, f"Bearer {ALG_A_LIST}")
+
+    assert isinstance(error, InvalidTokenError)
+    assert str(error) == auth.ALGORITHM_REFUSED
+
+
+@pytest.mark.parametrize("kind", WRONG_HEADERS)
+def test_a_signed_token_whose_header_is_wrong_is_401(tokens: Tokens, kind: str) -> None:
+    claims = tokens.claims()
+    header = tokens.header() | WRONG_HEADERS[kind]
+
+    error = refused(identity_from_authorization, f"Bearer {tokens.signed(header, claims)}")
+    genuine = identity_from_authorization(f"Bearer {tokens.signed(tokens.header(), claims)}")
+
+    assert isinstance(error, InvalidTokenError)
+    assert error_response(error).status_code == 401
+    assert genuine.user_id == claims["sub"]
+
+
+@pytest.mark.parametrize("role", sorted(auth.ROLES))
+@pytest.mark.parametrize("kind", WRONG_CLAIMS)
+def test_a_signed_token_whose_claim_is_of_the_wrong_type_is_401(
+    tokens: Tokens, kind: str, role: str
+) -> None:
+    claims = tokens.claims(role=role)
+    wrong = claims | WRONG_CLAIMS[kind]
+
+    error = refused(identity_from_authorization, f"Bearer {tokens.signed(tokens.header(), wrong)}")
+    genuine = identity_from_authorization(f"Bearer {tokens.signed(tokens.header(), claims)}")
+
+    assert isinstance(error, InvalidTokenError)
+    assert error_response(error).status_code == 401
+    assert genuine.role == role
+
+
+@pytest.mark.parametrize("payload", [[], "claims", 1, None, True])
+def test_a_signed_payload_that_is_not_an_object_is_401(tokens: Tokens, payload: Any) -> None:
+    error = refused(
+        identity_from_authorization, f"Bearer {tokens.signed(tokens.header(), payload)}"
+    )
+
+    assert str(error) == auth.MALFORMED
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("exp", "9999999999"), ("role", ["service_role"]), ("sub", "alice"), ("aud", [1])],
+)
+def test_the_refusal_names_the_claim_of_the_wrong_type(
+    tokens: Tokens, claim: str, value: Any
+) -> None:
+    token = tokens.signed(tokens.header(), tokens.claims() | {claim: value})
+
+    assert str(refused(identity_from_authorization, f"Bearer {token}")) == (
+        f"The access token's {claim} claim is malformed"
+    )
+
+
+def test_user_only_refuses_a_caller_who_names_no_user(tokens: Tokens) -> None:
+    anon = identity_from_authorization(f"Bearer {tokens.token(role='anon', sub=None)}")
+    anon_with_sub = identity_from_authorization(f"Bearer {tokens.token(role='anon')}")
+    nobody = identity_from_authorization(f"Bearer {tokens.token(role='service_role', sub=None)}")
+    user = identity_from_authorization(f"Bearer {tokens.token()}")
+    service_for_a_user = identity_from_authorization(f"Bearer {tokens.service_role()}")
+
+    errors = [refused(user_only, who) for who in (anon, anon_with_sub, nobody, ANONYMOUS)]
+
+    assert {(type(e), str(e)) for e in errors} == {(ForbiddenError, auth.NEEDS_USER)}
+    assert {error_response(e).status_code for e in errors} == {403}
+    assert user_only(user) is user
+    assert user_only(service_for_a_user) is service_for_a_user
+
+
 def test_clocks_a_few_seconds_apart_are_tolerated(tokens: Tokens) -> None:
     """The forgeries are past the leeway; these are within it."""
     now = int(time.time())
@@ -306,13 +420,13 @@ def test_keys_expire_and_a_removed_key_is_refused_then(fresh_tokens: Tokens) -> 
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The tokens whose signature and claims PyJWT checked, in order."""
     checked: list[str] = []
-    original = jwt.decode
+    original = auth._JWT.decode
 
     def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
         checked.append(token)
         return original(token, *args, **kwargs)
 
-    monkeypatch.setattr(jwt, "decode", counting_decode)
+    monkeypatch.setattr(auth._JWT, "decode", counting_decode)
     return checked
 
 
@@ -354,6 +468,64 @@ def test_the_oldest_remembered_token_is_forgotten_first(
         verifier.verify(token)
 
     assert decodes == [first, second, third, first]
+
+
+def test_a_remembered_token_is_refused_from_the_refetch_that_drops_its_key(
+    fresh_tokens: Tokens,
+) -> None:
+    """Keys trusted for an hour: only the refetch an unknown `kid` triggers can tell that the
+    key is gone, and from that fetch on its remembered tokens are refused."""
+    verifier = TokenVerifier(fresh_tokens.supabase_url, keys_ttl_s=3600, min_refetch_interval_s=0)
+    token = fresh_tokens.token()
+    remembered = verifier.verify(token)
+    rotated = SigningKey.generate()
+    fresh_tokens.endpoint.keys[:] = [rotated]  # the key revoked, a new one in its place
+
+    new_key_token = verifier.verify(rotated.sign(fresh_tokens.claims()))  # the refetch
+    error = refused(verifier.verify, token)
+
+    assert remembered["role"] == new_key_token["role"] == "authenticated"
+    assert str(error) == auth.UNKNOWN_KEY
+
+
+def test_a_refetch_that_still_lists_the_key_keeps_its_tokens_remembered(
+    fresh_tokens: Tokens, decodes: list[str]
+) -> None:
+    verifier = TokenVerifier(fresh_tokens.supabase_url, min_refetch_interval_s=0)
+    token = fresh_tokens.token()
+    verifier.verify(token)
+
+    refused(verifier.verify, fresh_tokens.forged("unknown kid"))  # a refetch, the same keys
+    verifier.verify(token)
+
+    assert fresh_tokens.endpoint.fetches == 2
+    assert decodes == [token]
+
+
+def test_a_token_first_seen_late_is_remembered_only_while_its_keys_are_fresh(
+    fresh_tokens: Tokens,
+) -> None:
+    """The memo counts from when the keys were loaded, not from when the token was first seen:
+    a key revoked meanwhile is refused once the keys are stale, as without the memo."""
+    keys_ttl_s = 1.5
+    verifier = TokenVerifier(
+        fresh_tokens.supabase_url, keys_ttl_s=keys_ttl_s, min_refetch_interval_s=0
+    )
+    verifier.verify(fresh_tokens.token())  # loads the keys
+    loaded = time.monotonic()
+    time.sleep(keys_ttl_s * 2 / 3)
+    token = fresh_tokens.token()
+    first_seen = verifier.verify(token)  # late in the keys' life, with the same keys
+    fetches_when_first_seen = fresh_tokens.endpoint.fetches
+    fresh_tokens.endpoint.keys.clear()  # revoked in the dashboard
+
+    time.sleep(max(0.0, loaded + keys_ttl_s + 0.1 - time.monotonic()))  # the keys are stale
+    error = refused(verifier.verify, token)
+
+    assert first_seen["role"] == "authenticated"
+    assert fetches_when_first_seen == 1
+    assert str(error) == auth.UNKNOWN_KEY
+    assert fresh_tokens.endpoint.fetches == 2
 
 
 # --- when the JWKS cannot be read: 503, within the deadline -------------------------------

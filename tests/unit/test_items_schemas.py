@@ -85,11 +85,11 @@ def test_update_schema_has_no_null_and_needs_a_field() -> None:
 @pytest.mark.parametrize(
     ("path", "method", "errors"),
     [
-        ("/items", "post", {"400", "401", "409", "422", "500", "503"}),
-        ("/items", "get", {"401", "422", "500", "503"}),
-        ("/items/{item_id}", "get", {"401", "404", "422", "500", "503"}),
-        ("/items/{item_id}", "patch", {"400", "401", "404", "409", "422", "500", "503"}),
-        ("/items/{item_id}", "delete", {"401", "404", "422", "500", "503"}),
+        ("/items", "post", {"400", "401", "403", "409", "422", "500", "503"}),
+        ("/items", "get", {"401", "403", "422", "500", "503"}),
+        ("/items/{item_id}", "get", {"401", "403", "404", "422", "500", "503"}),
+        ("/items/{item_id}", "patch", {"400", "401", "403", "404", "409", "422", "500", "503"}),
+        ("/items/{item_id}", "delete", {"401", "403", "404", "422", "500", "503"}),
     ],
 )
 def test_each_route_declares_its_errors_with_the_error_body(

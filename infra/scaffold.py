@@ -11,10 +11,13 @@ Writes, from the templates in infra/templates/:
   `anon`, and its docstring names how public, user and service routes choose whom they act as;
 - `tests/integration/test_<name>.py`, which invokes the handler with an API Gateway v2.0
   event for its route (tests/fixtures/lambda_events.http_event) against the pooler;
-- the function in serverless.yml: handler, zip, reserved concurrency (a new
+- the function in serverless.yml: handler, its own IAM role, zip, reserved concurrency (a new
   `params.default.<name>Concurrency`), SnapStart, its route, and for FastAPI its dependency
   group. The file is edited round-trip (ruamel.yaml), so every comment and its layout stay;
-  the edit is refused unless it only adds lines.
+  the edit is refused unless it only adds lines;
+- that role, appended to infra/cloudformation/function-roles.yml: its own log group, and the
+  secrets a function of its kind reads (the pooler URL; a FastAPI function verifies access
+  tokens, so also the legacy JWT secret on stages that accept HS256 tokens).
 
 FastAPI is the default: a function usually grows into a resource with several routes, request
 validation and an OpenAPI document, worth FastAPI's extra import time at a cold start; a plain
@@ -56,6 +59,8 @@ DEFAULT_CONCURRENCY = 10
 "Connection budget"); raise it in serverless.yml's params when the function needs more."""
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+ROLES = Path("infra", "cloudformation", "function-roles.yml")
+"""Where each function's IAM role is defined; serverless.yml's `resources:` includes it."""
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 CONCURRENCY_SUFFIX = "Concurrency"
 
@@ -82,6 +87,11 @@ class Names:
     @property
     def model(self) -> str:
         return "".join(part.capitalize() for part in self.name.split("_"))
+
+    @property
+    def role(self) -> str:
+        """The logical id of the function's IAM role in the CloudFormation template."""
+        return f"{self.model}Role"
 
     @property
     def concurrency_param(self) -> str:
@@ -136,10 +146,14 @@ def _routes(functions: dict[str, Any]) -> Iterator[tuple[str, str]]:
                 yield route, function
 
 
-def check_free(names: Names, config: CommentedMap, paths: list[Path], root: Path) -> None:
+def check_free(
+    names: Names, config: CommentedMap, roles: dict[str, Any], paths: list[Path], root: Path
+) -> None:
     """Refuse a function that exists in any place the scaffold would write."""
     functions: dict[str, Any] = config.get("functions") or {}
     taken = [str(path) for path in paths if (root / path).exists()]
+    if names.role in (roles.get("Resources") or {}):
+        taken.insert(0, f"the role {names.role} in {ROLES}")
     if names.name in functions:
         taken.insert(0, f"functions.{names.name} in serverless.yml")
     if taken:
@@ -233,6 +247,7 @@ def _function_spec(names: Names, kind: Kind) -> CommentedMap:
     zip_path = "${self:custom.artifactsDir}/" + names.name + ".zip"
     return CommentedMap(
         handler=f"functions/{names.name}/handler.handler",
+        role=names.role,
         description=f"{names.title} ({description}).",
         package=CommentedMap(artifact="${env:OFFLINE_FROM_SOURCE, '" + zip_path + "'}"),
         reservedConcurrency="${param:" + names.concurrency_param + "}",
@@ -282,6 +297,18 @@ def register(text: str, names: Names, kind: Kind) -> tuple[str, int]:
     return edited, sum(value for value in budget if isinstance(value, int))
 
 
+def role_block(names: Names, kind: Kind) -> str:
+    """The function's role as function-roles.yml holds it, a blank line first."""
+    secrets = "verifiesTokens" if kind == "fastapi" else "database"
+    role = Template((TEMPLATES / "role.yml.tmpl").read_text())
+    return role.substitute(names.substitutions(), secrets=secrets)
+
+
+def add_role(text: str, names: Names, kind: Kind) -> str:
+    """function-roles.yml with the function's role appended (nothing else changes)."""
+    return text + role_block(names, kind)
+
+
 def plan(name: str, kind: Kind = DEFAULT_KIND, root: Path = PROJECT_ROOT) -> Plan:
     """Check the name and render every file the scaffold writes; write nothing."""
     check_name(name)
@@ -291,8 +318,12 @@ def plan(name: str, kind: Kind = DEFAULT_KIND, root: Path = PROJECT_ROOT) -> Pla
     files = render_files(names, kind)
     package = Path("functions", name)
     outside = [path for path in files if not path.is_relative_to(package)]
-    check_free(names, round_trip_yaml().load(text), [package, *outside], root)
+    roles = (root / ROLES).read_text()
+    check_free(
+        names, round_trip_yaml().load(text), YAML(typ="safe").load(roles), [package, *outside], root
+    )
     files[Path("serverless.yml")], total = register(text, names, kind)
+    files[ROLES] = add_role(roles, names, kind)
     return Plan(root=root, files=files, concurrency_total=total)
 
 

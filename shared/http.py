@@ -3,7 +3,11 @@
 `@lambda_boundary` wraps each function's handler, plain or Mangum's adapter, and is the only
 place that knows what a Lambda invocation is:
 
-- every log line carries the request id (Powertools' `inject_lambda_context`);
+- every log line carries the request id (Powertools' `inject_lambda_context`), and no line
+  carries the event: its bearer token and body stay out of the logs even when
+  POWERTOOLS_LOGGER_LOG_EVENT is true;
+- every answer, errors included, says `Cache-Control: no-store` unless the handler set its
+  own: answers are per caller, and a cached readiness check would hide an outage;
 - only HTTP events reach the handler: API Gateway HTTP API (payload 2.0 or 1.0), API Gateway
   REST API (v1) and Lambda function URLs (payload 2.0). Anything else (a direct invoke with
   `{}` or `null`, an SQS or S3 event, an envelope with a field missing or of the wrong type,
@@ -219,15 +223,42 @@ type HttpHandler = Callable[[LambdaEvent, Any], Mapping[str, Any]]
 type LambdaHandler = Callable[[Any, LambdaContext], dict[str, Any]]
 
 
+NOT_STORED = {"cache-control": "no-store"}
+"""Answers are per caller (and errors may be), so no browser or proxy cache may keep them."""
+
+
+def _not_stored(response: Mapping[str, Any]) -> dict[str, Any]:
+    """The response, with `Cache-Control: no-store` unless the handler chose its own caching."""
+    single = {name.lower() for name in response.get("headers") or {}}
+    multi = {name.lower() for name in response.get("multiValueHeaders") or {}}
+    if "cache-control" in single | multi:
+        return dict(response)
+    return {**response, "headers": {**(response.get("headers") or {}), **NOT_STORED}}
+
+
 def _error(exc: Exception) -> dict[str, Any]:
     error = error_response(exc)
-    return dict(json_response(error.status_code, error.body, error.headers))
+    return _not_stored(json_response(error.status_code, error.body, error.headers))
+
+
+def _never_cached(handler: HttpHandler) -> HttpHandler:
+    @wraps(handler)
+    def not_stored(event: LambdaEvent, context: Any) -> dict[str, Any]:
+        return _not_stored(handler(event, context))
+
+    return not_stored
 
 
 def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
-    """Wrap a Lambda handler: request id in the logs, HTTP events only, JSON errors only."""
+    """Wrap a Lambda handler: request id in the logs, HTTP events only, JSON errors only, and
+    no answer cached."""
+    handler = _never_cached(handler)
 
-    @powertools_logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+    # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: an event holds the caller's
+    # bearer token and request body, which no log line may carry.
+    @powertools_logger.inject_lambda_context(
+        correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False
+    )
     @wraps(handler)
     def boundary(event: Any, context: LambdaContext) -> dict[str, Any]:
         try:

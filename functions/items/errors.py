@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.errors import NotFoundError
+from shared.errors import ConflictError, NotFoundError
 
 
 class ItemNotFoundError(NotFoundError):
@@ -10,3 +10,12 @@ class ItemNotFoundError(NotFoundError):
 
     def __init__(self, item_id: int) -> None:
         super().__init__(f"Item {item_id} not found")
+
+
+class ItemLimitReachedError(ConflictError):
+    """The caller already keeps as many items as one user may (the database's per-owner cap)."""
+
+    code = "item_limit_reached"
+
+    def __init__(self) -> None:
+        super().__init__("You already keep as many items as one user may: delete some first")

@@ -10,6 +10,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Identity,
+    Index,
     String,
     UniqueConstraint,
     func,
@@ -19,18 +20,24 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.models import Base
 
+ITEMS_PER_OWNER_CAP = "items_max_per_owner"
+"""The name the database's per-owner cap (migration 0003) reports when it refuses a row."""
+
 
 class Item(Base):
     """A user's stock item, identified for that user by a SKU unique among their items.
 
     Row-level security (migration 0002) shows each user only the rows whose `owner_id` is
-    theirs, and `owner_id` defaults to `auth.uid()`: routes never set or filter it themselves.
+    theirs, and `owner_id` defaults to `auth.uid()`: routes never set it. The index on
+    (owner_id, id) lets a user's list read only that user's rows, in id order (migration 0003,
+    which also caps how many items one owner may keep).
     """
 
     __tablename__ = "items"
     __table_args__ = (
         CheckConstraint("quantity >= 0", name="quantity_not_negative"),
         UniqueConstraint("owner_id", "sku"),
+        Index("ix_items_owner_id_id", "owner_id", "id"),
     )
     # Server-generated columns come back in INSERT/UPDATE ... RETURNING, not a second SELECT.
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012

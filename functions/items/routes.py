@@ -14,18 +14,42 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import psycopg
 from fastapi import APIRouter, Path, Query, Response, status
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
-from functions.items.errors import ItemNotFoundError
-from functions.items.models import Item
+from functions.items.errors import ItemLimitReachedError, ItemNotFoundError
+from functions.items.models import ITEMS_PER_OWNER_CAP, Item
 from functions.items.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
-from shared.api import UserReadSessionDep, UserSessionDep, error_responses
+from shared.api import UserDep, UserReadSessionDep, UserSessionDep, error_responses
 
 router = APIRouter(prefix="/items", tags=["items"])
 
 ItemId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 MAX_PAGE_SIZE = 100
+
+
+def owned_page(owner_id: str | None, after: int, limit: int) -> Select[Item]:
+    """Items with id greater than `after`, in id order, at most `limit`: `owner_id`'s only.
+
+    Row-level security still decides what the caller sees; the owner filter only tells the
+    planner whose rows, as a value it can look up in the table's statistics, so it reads them
+    from the (owner_id, id) index and stops after `limit`, instead of walking every owner's
+    rows in id order for the policy to discard. None (a service_role caller, whom the policies
+    do not restrict) lists every owner's items.
+    """
+    page = select(Item).where(Item.id > after).order_by(Item.id).limit(limit)
+    return page if owner_id is None else page.where(Item.owner_id == owner_id)
+
+
+def _over_the_cap(error: IntegrityError) -> bool:
+    """Whether the database refused the row because its owner already has the most allowed."""
+    driver = error.orig
+    return (
+        isinstance(driver, psycopg.errors.CheckViolation)
+        and driver.diag.constraint_name == ITEMS_PER_OWNER_CAP
+    )
 
 
 @router.post(
@@ -34,25 +58,28 @@ MAX_PAGE_SIZE = 100
     responses=error_responses(400, 401, 403, 409, 422, 503, 500),
 )
 async def create_item(body: ItemCreate, session: UserSessionDep) -> ItemRead:
-    """Store a new item; a duplicate SKU is a 409."""
+    """Store a new item; a duplicate SKU, or one item more than a user may keep, is a 409."""
     item = Item(**body.model_dump())
     session.add(item)
-    await session.flush()  # INSERT ... RETURNING now, so a conflict surfaces inside the request
+    try:
+        await session.flush()  # INSERT ... RETURNING now, so a conflict surfaces in the request
+    except IntegrityError as error:
+        if _over_the_cap(error):
+            raise ItemLimitReachedError from None
+        raise
     return ItemRead.model_validate(item)
 
 
 @router.get("", responses=error_responses(401, 403, 422, 503, 500))
 async def list_items(
     session: UserReadSessionDep,
+    caller: UserDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> ItemPage:
-    """A page of items with id greater than `after`, in one SELECT."""
-    rows = (
-        await session.scalars(
-            select(Item).where(Item.id > after).order_by(Item.id).limit(limit + 1)
-        )
-    ).all()
+    """A page of the caller's items with id greater than `after`, in one SELECT."""
+    owner = None if caller.role == "service_role" else caller.user_id
+    rows = (await session.scalars(owned_page(owner, after, limit + 1))).all()
     page = [ItemRead.model_validate(row) for row in rows[:limit]]
     return ItemPage(items=page, next_after=page[-1].id if len(rows) > limit else None)
 

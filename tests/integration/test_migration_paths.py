@@ -31,7 +31,7 @@ from tests.fixtures.stack import TEST_PASSWORD, free_port
 SUPAVISOR_TRANSACTION = (
     "postgres://postgres.ref:hunter2@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
 )
-HEAD = "0002"  # the items head; Alembic does not list the platform head it depends on
+HEAD = "0003"  # the items head; Alembic does not list the platform head it depends on
 
 
 def version_of(database: LocalStack) -> str | None:

@@ -68,7 +68,7 @@ def test_a_new_revision_goes_on_the_only_functions_branch(versions_copy: Config)
 
     revision = ScriptDirectory.from_config(versions_copy).get_revision("items@head")
     assert revision is not None
-    assert (Path(revision.path), revision.down_revision) == (written, "0002")
+    assert (Path(revision.path), revision.down_revision) == (written, "0003")
 
 
 def test_a_function_without_migrations_starts_its_branch_after_the_platform(

@@ -6,7 +6,8 @@ and node_modules linked, not reinstalled):
 
 1. `python -m infra.scaffold orders` (FastAPI) and `python -m infra.scaffold ping --kind plain`;
 2. the sample removed: functions/items/, its migrations (Alembic branch `items`), its entries in
-   serverless.yml, and the test modules that import it, directly or through another one.
+   serverless.yml, its role in infra/cloudformation/function-roles.yml, and the test modules
+   that import it, directly or through another one.
 
 Then, in the copy and side by side: ruff, ruff format and mypy strict; the generated tests
 against a Postgres + PgBouncer stack of their own (this session's TEST_* ports + 7, so the two
@@ -34,7 +35,7 @@ from alembic.script import ScriptDirectory
 
 from infra import PROJECT_ROOT
 from infra.package import MANIFEST_NAME, read_service
-from infra.scaffold import Names, round_trip_yaml
+from infra.scaffold import ROLES, Names, role_block, round_trip_yaml
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import TEST_PORTS, port_for
 
@@ -137,6 +138,10 @@ def remove_sample(root: Path) -> list[Path]:
     del config["params"]["default"][Names(SAMPLE).concurrency_param]
     config["custom"]["dependencyGroups"].pop(SAMPLE, None)
     yaml.dump(config, serverless)
+    roles = root / ROLES
+    sample_role = role_block(Names(SAMPLE), "fastapi")
+    assert sample_role in roles.read_text()
+    roles.write_text(roles.read_text().replace(sample_role, ""))
     return removed + remove_tests_importing(root, f"functions.{SAMPLE}")
 
 

@@ -1,9 +1,10 @@
 """`serverless package` offline, and what the CloudFormation template it writes grants.
 
 No AWS account is reachable: the command must package with no credentials and no network,
-cfn-lint must pass on the template, the functions may read only their two secrets (the pooler
-URL and the legacy JWT secret, never the migrations' URL), and no database URL may appear
-anywhere in the template.
+cfn-lint must pass on the template, each function runs as a role of its own that may read only
+the secrets that function uses (the pooler URL; the legacy JWT secret only for a function that
+verifies tokens on a stage that accepts HS256 ones; never the migrations' URL), and no database
+URL may appear anywhere in the template.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from shared.settings import Settings
-from tests.fixtures.service import SERVICE
+from tests.fixtures.service import SERVICE, verifies_tokens
 from tests.package.templates import STAGE, cfn_lint, serverless_package
 
 SUPABASE_MICRO_POOLER_CLIENTS = 200
@@ -37,7 +38,7 @@ def resources(template: dict[str, Any], kind: str) -> dict[str, Any]:
     }
 
 
-def statements(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def statements_of(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for role in resources(template, "AWS::IAM::Role").values():
         for policy in role.get("Policies", []):
             yield from policy["PolicyDocument"]["Statement"]
@@ -52,25 +53,93 @@ def test_cfn_lint_passes(template: dict[str, Any]) -> None:
 FUNCTION_SECRETS = ("DatabaseUrlSecret", "SupabaseJwtSecret")
 
 
-def test_functions_may_read_only_their_two_secrets(template: dict[str, Any]) -> None:
-    granted = [s for s in statements(template) if "secretsmanager" in json.dumps(s["Action"])]
+@pytest.fixture(scope="module")
+def legacy_template(deployable: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The template of a stage that names its Supabase project and accepts HS256 tokens."""
+    return serverless_package(
+        tmp_path_factory.mktemp("serverless-package-legacy"),
+        deployable,
+        "--param=supabaseUrl=https://abcdefghijklmnop.supabase.co",
+        "--param=legacyJwtSecret=true",
+    )
 
-    assert granted == [
-        {
-            "Effect": "Allow",
-            "Action": ["secretsmanager:GetSecretValue"],
-            "Resource": [{"Ref": name} for name in FUNCTION_SECRETS],
-        }
-    ]
-    for statement in statements(template):
+
+def role_of_each_function(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each function of serverless.yml, by name, with the role its Lambda function runs as."""
+    roles = resources(template, "AWS::IAM::Role")
+    by_name = {
+        function["FunctionName"]: roles[function["Role"]["Fn::GetAtt"][0]]
+        for function in resources(template, "AWS::Lambda::Function").values()
+    }
+    return {
+        function.name: by_name[f"{SERVICE.name}-{STAGE}-{function.name}"]
+        for function in SERVICE.functions
+    }
+
+
+def role_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def test_each_function_runs_as_a_role_of_its_own(template: dict[str, Any]) -> None:
+    roles = role_of_each_function(template)
+
+    assert len(resources(template, "AWS::IAM::Role")) == len(SERVICE.functions)
+    assert len({json.dumps(role, sort_keys=True) for role in roles.values()}) == len(roles)
+    assert "IamRoleLambdaExecution" not in template["Resources"]  # the framework's shared role
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["legacy-secret-off", "legacy-secret-on"])
+def test_each_role_reads_only_the_secrets_its_function_uses(
+    legacy: bool, template: dict[str, Any], legacy_template: dict[str, Any]
+) -> None:
+    packaged = legacy_template if legacy else template
+    log_groups = {
+        group["LogGroupName"] for group in resources(packaged, "AWS::Logs::LogGroup").values()
+    }
+
+    for function in SERVICE.functions:
+        statements = role_statements(role_of_each_function(packaged)[function.name])
+        secrets = [s for s in statements if "secretsmanager" in json.dumps(s["Action"])]
+        logs = [s for s in statements if s not in secrets]
+        reads_legacy_secret = legacy and verifies_tokens(function)
+        expected = ["DatabaseUrlSecret", *(["SupabaseJwtSecret"] if reads_legacy_secret else [])]
+
+        assert secrets == [
+            {
+                "Effect": "Allow",
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": [{"Ref": name} for name in expected],
+            }
+        ], function.name
+        # The basic execution rights, on the function's own log group only.
+        log_group = f"/aws/lambda/{SERVICE.name}-{STAGE}-{function.name}"
+        assert log_group in log_groups
+        assert logs == [
+            {
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": {
+                    "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+                    f":log-group:{log_group}:*"
+                },
+            }
+        ], function.name
+    for statement in statements_of(packaged):
         assert statement["Resource"] != "*"
         assert "*" not in json.dumps(statement["Action"])
     secret_types = {
-        name: r["Type"] for name, r in template["Resources"].items() if "Secret" in name
+        name: r["Type"] for name, r in packaged["Resources"].items() if "Secret" in name
     }
     assert secret_types == dict.fromkeys(
         (*FUNCTION_SECRETS, "DirectDatabaseUrlSecret"), "AWS::SecretsManager::Secret"
     )
+
+
+def test_cfn_lint_passes_with_the_legacy_secret_on(legacy_template: dict[str, Any]) -> None:
+    done = cfn_lint(legacy_template)
+
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_functions_get_the_secret_arn_never_a_url(template: dict[str, Any]) -> None:
@@ -138,14 +207,9 @@ def test_the_http_api_routes_each_declared_route_to_its_function(template: dict[
 
 
 def test_a_stage_names_its_supabase_project_and_may_opt_into_the_legacy_secret(
-    deployable: Path, tmp_path: Path
+    legacy_template: dict[str, Any],
 ) -> None:
-    template = serverless_package(
-        tmp_path,
-        deployable,
-        "--param=supabaseUrl=https://abcdefghijklmnop.supabase.co",
-        "--param=legacyJwtSecret=true",
-    )
+    template = legacy_template
 
     for function in resources(template, "AWS::Lambda::Function").values():
         variables = function["Environment"]["Variables"]

@@ -17,13 +17,15 @@ import pytest
 import yaml
 
 from infra import PROJECT_ROOT
-from infra.scaffold import DEFAULT_CONCURRENCY, Plan, main, plan, write
+from infra.scaffold import DEFAULT_CONCURRENCY, ROLES, Names, Plan, main, plan, write
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A folder with the project's serverless.yml and no function code."""
+    """A folder with the project's serverless.yml and function roles, and no function code."""
     shutil.copy2(PROJECT_ROOT / "serverless.yml", tmp_path / "serverless.yml")
+    (tmp_path / ROLES).parent.mkdir(parents=True)
+    shutil.copy2(PROJECT_ROOT / ROLES, tmp_path / ROLES)
     return tmp_path
 
 
@@ -67,10 +69,50 @@ def test_the_new_entry_has_the_form_of_every_existing_one(project: Path, existin
     main(["orders", "--kind", "plain"], project)
 
     functions = config_of(project)["functions"]
-    renamed = json.loads(json.dumps(functions[existing]).replace(existing, "orders"))
+    spelled = json.dumps(functions[existing])
+    # Both spellings of the name: `existing` itself, and its model's in the role's logical id.
+    spelled = spelled.replace(Names(existing).model, Names("orders").model)
+    renamed = json.loads(spelled.replace(existing, "orders"))
     for key in ("events", "description"):
         del renamed[key], functions["orders"][key]
     assert functions["orders"] == renamed
+
+
+def roles_of(root: Path) -> dict[str, Any]:
+    roles: dict[str, Any] = yaml.safe_load((root / ROLES).read_text())["Resources"]
+    return roles
+
+
+def secrets_read_by(role: dict[str, Any]) -> str:
+    [statement] = [
+        statement
+        for statement in role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        if statement["Action"] == "secretsmanager:GetSecretValue"
+    ]
+    return str(statement["Resource"])
+
+
+@pytest.mark.parametrize(
+    ("kind", "secrets"),
+    [("fastapi", "verifiesTokens"), ("plain", "database")],
+)
+def test_a_function_gets_a_role_of_its_own_reading_what_its_kind_reads(
+    project: Path, kind: str, secrets: str
+) -> None:
+    before = (project / ROLES).read_text()
+
+    assert main(["order_lines", "--kind", kind], project) == 0
+
+    after = (project / ROLES).read_text()
+    roles = roles_of(project)
+    assert after.startswith(before)  # appended; the other roles are as they were
+    assert config_of(project)["functions"]["order_lines"]["role"] == "OrderLinesRole"
+    assert secrets_read_by(roles["OrderLinesRole"]) == f"${{self:custom.functionSecrets.{secrets}}}"
+    log_group = "/aws/lambda/${self:service}-${sls:stage}-order_lines:*"
+    assert log_group in after
+    # The same form as every role already there, but for the names.
+    health = json.dumps(roles["HealthRole"]).replace("health", "order_lines")
+    assert json.loads(health.replace("database", secrets)) == roles["OrderLinesRole"]
 
 
 def test_a_plain_function_has_no_routes_and_no_dependency_group(project: Path) -> None:
@@ -144,6 +186,19 @@ def test_a_folder_of_that_name_is_refused_even_when_serverless_yml_lacks_it(
     assert main(["reports"], project) == 2
 
     assert "functions/reports" in capsys.readouterr().err
+    assert tree(project) == before
+
+
+def test_a_role_of_that_name_is_refused_even_when_serverless_yml_lacks_the_function(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    roles = (project / ROLES).read_text()
+    (project / ROLES).write_text(roles.replace("HealthRole:", "ReportsRole:"))
+    before = tree(project)
+
+    assert main(["reports"], project) == 2
+
+    assert f"the role ReportsRole in {ROLES}" in capsys.readouterr().err
     assert tree(project) == before
 
 

@@ -1,7 +1,8 @@
 """Database or pooler trouble answers 503 with Retry-After, fast, and leaks nothing.
 
 Each case is real: a closed port, a server that accepts and never answers (connect timeout),
-and PgBouncer refusing clients because it is full (its admin console lowers max_client_conn).
+PgBouncer refusing clients because it is full (its admin console lowers max_client_conn), and
+a pooler whose certificate fails verification (another CA, or a host name it does not cover).
 Each function of serverless.yml is asked through its read route; the write path (a read-write
 session committed by the FastAPI dependency) through a route of the test's own.
 """
@@ -12,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,6 +23,7 @@ from mangum import Mangum
 from sqlalchemy import text
 
 from infra.local_stack import LocalStack
+from infra.local_stack.certs import ensure_certificates
 from shared.api import SessionDep, install_error_handlers
 from shared.errors import RETRY_AFTER_SECONDS
 from shared.http import lambda_boundary
@@ -142,6 +145,37 @@ def test_unresponsive_pooler_is_503_within_the_connect_timeout(
 
     assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
     assert elapsed >= CONNECT_TIMEOUT_S - 0.5  # it did wait for the timeout, not fail early
+
+
+def verified_url(stack: LocalStack, ca_file: Path, host: str) -> str:
+    """The pooler's URL verified against `ca_file` for `host`, dialling 127.0.0.1 whatever the
+    name (libpq's `hostaddr`), so only the certificate check can tell the cases apart."""
+    url = url_with_port(stack.config.pooler_port).replace("@127.0.0.1:", f"@{host}:")
+    return f"{url}?sslmode=verify-full&sslrootcert={quote(str(ca_file))}&hostaddr=127.0.0.1"
+
+
+@pytest.mark.parametrize("invocation", INVOCATIONS)
+@pytest.mark.parametrize("mistake", ["another CA", "another host name"])
+def test_pooler_failing_verification_is_503(
+    stack: LocalStack,
+    point_database_at: Callable[[str], None],
+    capfd: pytest.CaptureFixture[str],
+    invoke: Callable[[], dict[str, Any]],
+    tmp_path: Path,
+    mistake: str,
+) -> None:
+    # The same URL with the stack's CA and a name its certificate covers is answered.
+    point_database_at(verified_url(stack, stack.ca_file, "localhost"))
+    assert invoke()["statusCode"] < 500
+    other_ca = ensure_certificates(tmp_path, None)[0].ca_cert
+    if mistake == "another CA":
+        point_database_at(verified_url(stack, other_ca, "localhost"))
+    else:
+        point_database_at(verified_url(stack, stack.ca_file, "pooler.example.com"))
+
+    response, elapsed = timed(invoke)
+
+    assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
 
 
 def pooler_full(stack: LocalStack) -> AbstractContextManager[None]:

@@ -25,7 +25,7 @@ from sqlalchemy import text
 from infra.local_stack import LocalStack
 from infra.local_stack.certs import ensure_certificates
 from shared.api import SessionDep, install_error_handlers
-from shared.errors import RETRY_AFTER_SECONDS
+from shared.errors import RETRY_AFTER_SECONDS, TLS_NOT_VERIFIED
 from shared.http import lambda_boundary
 from shared.settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
@@ -160,6 +160,7 @@ def test_pooler_failing_verification_is_503(
     stack: LocalStack,
     point_database_at: Callable[[str], None],
     capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     invoke: Callable[[], dict[str, Any]],
     tmp_path: Path,
     mistake: str,
@@ -168,6 +169,7 @@ def test_pooler_failing_verification_is_503(
     point_database_at(verified_url(stack, stack.ca_file, "localhost"))
     assert invoke()["statusCode"] < 500
     other_ca = ensure_certificates(tmp_path, None)[0].ca_cert
+    caplog.clear()
     if mistake == "another CA":
         point_database_at(verified_url(stack, other_ca, "localhost"))
     else:
@@ -176,6 +178,14 @@ def test_pooler_failing_verification_is_503(
     response, elapsed = timed(invoke)
 
     assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
+    [logged] = [r for r in caplog.records if r.getMessage() == "database server not verified"]
+    assert logged.levelname == "ERROR"
+    assert vars(logged)["reason"] == TLS_NOT_VERIFIED  # what to fix: retrying will not help
+    for record in caplog.records:  # every field of every line, not only the formatted message
+        fields = str(vars(record))
+        assert quote(TEST_PASSWORD, safe="") not in fields
+        assert TEST_PASSWORD not in fields
+        assert "postgresql://" not in fields
 
 
 def pooler_full(stack: LocalStack) -> AbstractContextManager[None]:

@@ -88,6 +88,7 @@ SUPABASE_DOMAINS = (".supabase.com", ".supabase.co")
 SUPABASE_ROOT_CA = Path(__file__).parent / "certs" / "supabase-root-2021-ca.pem"
 """Supabase Root 2021 CA (valid until 2031-04-26), which its pooler and databases chain to."""
 VERIFYING_MODES = frozenset({"verify-ca", "verify-full"})
+TLS_PARAMETERS = ("sslmode", "sslrootcert")
 MIN_CONNECT_TIMEOUT_S = 2
 """libpq's (and psycopg's) smallest connect timeout: a shorter one is taken as 2 s."""
 # What poolers and Postgres say to a wrong password; libpq gives no SQLSTATE at connect time.
@@ -188,7 +189,7 @@ def _install(
     if secret is None:
         event.listen(engine, "do_connect", partial(_open, timeout_ms))
     else:
-        refresh = partial(_connect_refreshing_secret, secret, timeout_ms)
+        refresh = partial(_connect_refreshing_secret, secret, settings)
         event.listen(engine, "do_connect", refresh)
     event.listen(engine, "checkout", _watch_until_deadline)
     event.listen(engine, "checkin", _stop_watching)
@@ -223,7 +224,7 @@ def build_engine(
 
 def _connect_refreshing_secret(
     secret: DatabaseSecret,
-    timeout_ms: int,
+    settings: Settings,
     dialect: Any,
     record: Any,
     cargs: Any,
@@ -234,15 +235,16 @@ def _connect_refreshing_secret(
     A rotated password then costs no failed request, and a new host, port or database needs no
     cold start: the whole URL comes from the secret. `DatabaseSecret` bounds the re-reads.
     """
+    timeout_ms = settings.db_statement_timeout_ms
     url = secret.url()
-    cparams.update(_url_params(url))
+    cparams.update(_url_params(url, settings))
     try:
         return _open(timeout_ms, dialect, record, cargs, cparams)
     except dialect.loaded_dbapi.OperationalError as exc:
         fresh = secret.refresh(url) if AUTH_FAILURE.search(str(exc)) else None
         if fresh is None:
             raise
-    cparams.update(_url_params(fresh))
+    cparams.update(_url_params(fresh, settings))
     logger.info("database credentials refreshed from the secret after a failed login")
     return _open(timeout_ms, dialect, record, cargs, cparams)
 
@@ -259,11 +261,14 @@ def _configured_url() -> tuple[str, DatabaseSecret | None]:
     raise DatabaseConfigError(NO_URL[Purpose.FUNCTIONS])
 
 
-def _url_params(url: str) -> dict[str, Any]:
-    """libpq's host, port, dbname, user and password from a URL: all of them, None for unset."""
-    params = dict.fromkeys(("host", "port", "dbname", "user", "password"))
-    params.update(to_sqlalchemy_url(url).translate_connect_args(username="user", database="dbname"))
-    return params
+def _url_params(url: str, settings: Settings) -> dict[str, Any]:
+    """libpq's host, port, dbname, user and password from a URL, all of them (None for unset),
+    and its TLS settings: a secret that moves the database elsewhere takes them along."""
+    parsed = to_sqlalchemy_url(url)
+    params = dict.fromkeys(("host", "port", "dbname", "user", "password", *TLS_PARAMETERS))
+    params.update(parsed.translate_connect_args(username="user", database="dbname"))
+    params.update({key: parsed.query[key] for key in TLS_PARAMETERS if key in parsed.query})
+    return params | _tls_args(parsed, settings)
 
 
 @lru_cache(maxsize=1)

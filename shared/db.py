@@ -26,8 +26,13 @@ free, so nothing may outlive a transaction:
 - `connect_timeout` well under the Lambda timeout and within the deadline, so an outage
   answers 503 quickly; a connection still waiting when the deadline passes is cut.
 - `application_name` per function, so `pg_stat_activity` shows who holds connections.
-- `sslmode=require` for any non-loopback host unless the URL says otherwise; `sslrootcert`
-  for `verify-full`. Loopback gets `disable`, saving the round trip of `prefer`.
+- The server verified wherever its CA is known: Supabase's hosts (`*.supabase.com`, the
+  pooler; `*.supabase.co`, direct) get `verify-full` against Supabase's public root CA, which
+  ships in `shared/certs/` (the same for every project; the dashboard's "Download
+  certificate" hands out this file). Other hosts get `require` (encrypted, server unverified),
+  loopback libpq's own `prefer`. The URL's `sslmode`, then DB_SSLMODE, win over these;
+  DB_SSLROOTCERT (or the URL's `sslrootcert`) names another CA file.
+  https://supabase.com/docs/guides/platform/ssl-enforcement
 - `client_encoding=utf8`, as Supabase's SQLAlchemy guide sets it.
 
 What does not work through a transaction-mode pooler (use the session-mode or direct URL):
@@ -50,6 +55,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event
@@ -79,6 +85,11 @@ logger = logging.getLogger(__name__)
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+SUPABASE_DOMAINS = (".supabase.com", ".supabase.co")
+SUPABASE_ROOT_CA = Path(__file__).parent / "certs" / "supabase-root-2021-ca.pem"
+"""Supabase Root 2021 CA (valid until 2031-04-26), which its pooler and databases chain to."""
+VERIFYING_MODES = frozenset({"verify-ca", "verify-full"})
+TLS_PARAMETERS = ("sslmode", "sslrootcert")
 MIN_CONNECT_TIMEOUT_S = 2
 """libpq's (and psycopg's) smallest connect timeout: a shorter one is taken as 2 s."""
 # What poolers and Postgres say to a wrong password; libpq gives no SQLSTATE at connect time.
@@ -100,11 +111,24 @@ def _connect_args(url: URL, mode: ConnectionMode, settings: Settings) -> dict[st
     if mode is ConnectionMode.TRANSACTION:
         # connect_args override the URL's query, so no URL can turn preparation back on.
         args["prepare_threshold"] = None
+    return args | _tls_args(url, settings)
+
+
+def _tls_args(url: URL, settings: Settings) -> dict[str, str]:
+    """`sslmode` and `sslrootcert` where the URL leaves them out (see the module docstring)."""
+    host = (url.host or "").lower()
+    supabase = host.endswith(SUPABASE_DOMAINS)
+    args: dict[str, str] = {}
     if "sslmode" not in url.query:
-        loopback = url.host is None or url.host in LOOPBACK_HOSTS
-        args["sslmode"] = settings.db_sslmode or ("disable" if loopback else "require")
+        loopback = not host or host in LOOPBACK_HOSTS
+        default = "verify-full" if supabase else "prefer" if loopback else "require"
+        args["sslmode"] = settings.db_sslmode or default
     if settings.db_sslrootcert is not None:
         args["sslrootcert"] = str(settings.db_sslrootcert)
+    elif supabase and "sslrootcert" not in url.query:
+        mode = url.query.get("sslmode", args.get("sslmode"))
+        if mode in VERIFYING_MODES:
+            args["sslrootcert"] = str(SUPABASE_ROOT_CA)
     return args
 
 
@@ -166,7 +190,7 @@ def _install(
     if secret is None:
         event.listen(engine, "do_connect", partial(_open, timeout_ms))
     else:
-        refresh = partial(_connect_refreshing_secret, secret, timeout_ms)
+        refresh = partial(_connect_refreshing_secret, secret, settings)
         event.listen(engine, "do_connect", refresh)
     event.listen(engine, "checkout", _watch_until_deadline)
     event.listen(engine, "checkin", _stop_watching)
@@ -201,7 +225,7 @@ def build_engine(
 
 def _connect_refreshing_secret(
     secret: DatabaseSecret,
-    timeout_ms: int,
+    settings: Settings,
     dialect: Any,
     record: Any,
     cargs: Any,
@@ -212,15 +236,16 @@ def _connect_refreshing_secret(
     A rotated password then costs no failed request, and a new host, port or database needs no
     cold start: the whole URL comes from the secret. `DatabaseSecret` bounds the re-reads.
     """
+    timeout_ms = settings.db_statement_timeout_ms
     url = secret.url()
-    cparams.update(_url_params(url))
+    cparams.update(_url_params(url, settings))
     try:
         return _open(timeout_ms, dialect, record, cargs, cparams)
     except dialect.loaded_dbapi.OperationalError as exc:
         fresh = secret.refresh(url) if AUTH_FAILURE.search(str(exc)) else None
         if fresh is None:
             raise
-    cparams.update(_url_params(fresh))
+    cparams.update(_url_params(fresh, settings))
     logger.info("database credentials refreshed from the secret after a failed login")
     return _open(timeout_ms, dialect, record, cargs, cparams)
 
@@ -237,11 +262,14 @@ def _configured_url() -> tuple[str, DatabaseSecret | None]:
     raise DatabaseConfigError(NO_URL[Purpose.FUNCTIONS])
 
 
-def _url_params(url: str) -> dict[str, Any]:
-    """libpq's host, port, dbname, user and password from a URL: all of them, None for unset."""
-    params = dict.fromkeys(("host", "port", "dbname", "user", "password"))
-    params.update(to_sqlalchemy_url(url).translate_connect_args(username="user", database="dbname"))
-    return params
+def _url_params(url: str, settings: Settings) -> dict[str, Any]:
+    """libpq's host, port, dbname, user and password from a URL, all of them (None for unset),
+    and its TLS settings: a secret that moves the database elsewhere takes them along."""
+    parsed = to_sqlalchemy_url(url)
+    params = dict.fromkeys(("host", "port", "dbname", "user", "password", *TLS_PARAMETERS))
+    params.update(parsed.translate_connect_args(username="user", database="dbname"))
+    params.update({key: parsed.query[key] for key in TLS_PARAMETERS if key in parsed.query})
+    return params | _tls_args(parsed, settings)
 
 
 @lru_cache(maxsize=1)

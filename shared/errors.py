@@ -36,7 +36,10 @@ A connection lost while COMMIT was in flight (`CommitOutcomeUnknownError`, raise
 
 Without a SQLSTATE, psycopg's DataError (a value it refuses to send, such as NUL in text) is
 a 422; OperationalError and InterfaceError (cannot connect, pooler full, connection lost) and
-a full session-mode pool are a 503.
+a full session-mode pool are a 503. So is a server whose TLS certificate fails verification
+(another CA, a host name it does not cover) or that offers no TLS: to the client the database
+is unreachable. It is logged as an ERROR with a fixed reason, since retrying will not fix a
+wrong `sslrootcert`, and a certificate that suddenly fails may be someone in the middle.
 
 Insufficient privilege is a 403, not a 500: with row-level security it is how Postgres says
 "this caller may not", the database deciding what the route let through; the route-level
@@ -62,6 +65,7 @@ errors quote the host.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +77,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 __all__ = [
     "RETRY_AFTER_SECONDS",
+    "TLS_NOT_VERIFIED",
     "AppError",
     "AuthConfigError",
     "CommitOutcomeUnknownError",
@@ -103,6 +108,16 @@ NOT_WHERE_BUGS_ARE = frozenset({"shared.driver"})
 """Project modules that only carry statements to the driver: the frame above them is the one."""
 
 logger = logging.getLogger(__name__)
+
+# libpq's words, at connect, for a certificate it refused and for a server without TLS.
+_TLS_REFUSED = re.compile(
+    r"certificate verify failed|does not match host name|root certificate file"
+    r"|server does not support SSL|SSL error"
+)
+TLS_NOT_VERIFIED = (
+    "the database server's TLS certificate failed verification or it offers no TLS: "
+    "check sslmode and DB_SSLROOTCERT"
+)
 
 
 class AppError(Exception):
@@ -356,6 +371,11 @@ def error_response(exc: BaseException) -> ErrorResponse:
     answer = _database_answer(exc) or _INTERNAL
     if answer.status_code == 500:
         _log(logging.ERROR, "request failed", exc, 500)
+    elif answer.status_code == 503 and _TLS_REFUSED.search(str(_driver_error(exc))):
+        logger.error(
+            "database server not verified",
+            extra={"status_code": 503, "error": type(exc).__name__, "reason": TLS_NOT_VERIFIED},
+        )
     elif answer.status_code == 503:
         _log(logging.WARNING, "database unavailable", exc, 503)
     else:

@@ -61,10 +61,11 @@ class Settings(BaseSettings):
     """The request deadline where no Lambda context tells the remaining time (local servers)."""
 
     db_sslmode: str | None = None
-    """Overrides the default: `require` for any host that is not loopback."""
+    """Overrides the default: `verify-full` for Supabase's hosts, `prefer` on loopback,
+    `require` elsewhere. A `sslmode` in the URL wins over both."""
 
     db_sslrootcert: Path | None = None
-    """CA bundle for `sslmode=verify-full` (Supabase's is on the dashboard's Database page)."""
+    """CA file for `verify-full`; Supabase's root CA ships with `shared` and needs none."""
 
     db_application_name: str = Field(default_factory=_default_application_name)
 

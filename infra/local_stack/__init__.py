@@ -6,9 +6,11 @@ works on a direct connection (prepared statements, plain `SET`, session advisory
 its tests against a plain Postgres and then fails in production, so `make dev` and the
 integration tests run against this imitation instead, with no Docker:
 
-- `pgbouncer`: `pool_mode=transaction`, SCRAM logins with the role's SCRAM secret (never the
-  password) in the userlist, `max_prepared_statements = 0` where PgBouncer knows it (1.21+),
-  `server_login_retry = 1` so a restarted Postgres is usable again within a second, not 15.
+- `pgbouncer`: `pool_mode=transaction`, TLS required of every client (`certs`: a CA of
+  the stack's own, so its URLs say `sslmode=verify-full`), SCRAM logins with the role's
+  SCRAM secret (never the password) in the userlist, `max_prepared_statements = 0` where
+  PgBouncer knows it (1.21+), `server_login_retry = 1` so a restarted Postgres is usable
+  again within a second, not 15.
 - `postgres`: its own port for migrations, SCRAM, TCP on 127.0.0.1 only, durability off.
 - `binaries`: found on PATH, where Debian or Homebrew put them, or installed with apt-get.
 - `system`: as root, both servers run as `postgres` (or `nobody`), since both refuse root.
@@ -28,6 +30,7 @@ import logging
 
 from infra.local_stack import pgbouncer, postgres
 from infra.local_stack.binaries import ensure_binaries
+from infra.local_stack.certs import ensure_certificates
 from infra.local_stack.config import (
     PORT_VARIABLES,
     LocalStack,
@@ -43,6 +46,7 @@ __all__ = [
     "StackError",
     "config_from_env",
     "is_running",
+    "located",
     "port_in_use",
     "start",
     "stop",
@@ -62,6 +66,9 @@ def start(config: StackConfig) -> LocalStack:
     if not _up("Postgres", postgres.running(config), config, "postgres_port"):
         postgres.start(stack, binaries, user)
     secret = postgres.scram_secret(stack)
+    _, renewed = ensure_certificates(config.state_dir, user)
+    if renewed:  # a running PgBouncer still serves the certificate of the CA just replaced
+        pgbouncer.stop(config)
     if not _up("PgBouncer", pgbouncer.running(config), config, "pooler_port"):
         pgbouncer.start(stack, binaries.pgbouncer, user, secret)
     pgbouncer.wait_for_login(stack)
@@ -81,6 +88,11 @@ def is_running(config: StackConfig) -> bool:
     """Whether both servers of this state dir are up, without starting anything."""
     config = _located(config, service_user(), create=False)
     return postgres.running(config) and pgbouncer.running(config)
+
+
+def located(config: StackConfig) -> LocalStack:
+    """The stack of this state dir as it runs, where its files (the CA its URLs name) really are."""
+    return LocalStack(_located(config, service_user(), create=False))
 
 
 def _located(config: StackConfig, user: User | None, *, create: bool) -> StackConfig:

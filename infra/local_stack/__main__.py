@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from infra.local_stack import LocalStack, StackError, config_from_env, is_running, start, stop
+from infra.local_stack import StackError, config_from_env, is_running, located, start, stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write("running\n" if running else "not running\n")
             return 0 if running else 1
         else:
-            stack = LocalStack(config)
+            stack = located(config)
             sys.stdout.write((stack.direct_url() if args.direct else stack.pooler_url()) + "\n")
     except (StackError, ValueError) as error:
         sys.stderr.write(f"local_stack: {error}\n")

@@ -13,6 +13,8 @@ import psycopg
 from infra import PROJECT_ROOT
 
 HOST = "127.0.0.1"
+CA_FILE = "ca.pem"
+"""The stack's CA certificate in its state dir (`infra.local_stack.certs` makes it)."""
 PORT_VARIABLES = {"postgres_port": "LOCAL_POSTGRES_PORT", "pooler_port": "LOCAL_POOLER_PORT"}
 """The variable of the dev stack that sets each port, named by any message about that port."""
 
@@ -58,16 +60,29 @@ class LocalStack:
     config: StackConfig
 
     def pooler_url(self) -> str:
-        """The transaction-mode URL the application uses, like Supavisor's on port 6543."""
-        return self._url(self.config.pooler_port, self.config.database)
+        """The transaction-mode URL the application uses, like Supavisor's on port 6543.
+
+        TLS with the server verified against the stack's CA, as a deployed function connects:
+        PgBouncer refuses clients that do not speak TLS.
+        """
+        return self._url(self.config.pooler_port, self.config.database) + self._verify_full()
 
     def direct_url(self) -> str:
-        """The direct URL migrations use, since DDL and session state need a real session."""
-        return self._url(self.config.postgres_port, self.config.database)
+        """The direct URL migrations use, since DDL and session state need a real session.
+
+        Plain TCP: Postgres listens on loopback only and serves no TLS, like the pooler's own
+        hop to Postgres, which a deployed client never sees either.
+        """
+        return self._url(self.config.postgres_port, self.config.database) + "?sslmode=disable"
 
     def admin_url(self) -> str:
         """PgBouncer's admin console, for `SHOW POOLS` and friends while debugging pooling."""
-        return self._url(self.config.pooler_port, "pgbouncer")
+        return self._url(self.config.pooler_port, "pgbouncer") + self._verify_full()
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate that vouches for the pooler's server certificate."""
+        return self.config.state_dir / CA_FILE
 
     def pooler_version(self) -> str:
         """The running pooler's own answer to `SHOW VERSION`, e.g. `PgBouncer 1.18.0`."""
@@ -91,6 +106,9 @@ class LocalStack:
         with connect(self.admin_url()) as admin:
             return admin.execute(command).fetchall()
 
+    def _verify_full(self) -> str:
+        return f"?sslmode=verify-full&sslrootcert={quote(str(self.ca_file), safe='/')}"
+
     def _url(self, port: int, database: str) -> str:
         """A URL whose credentials survive any character, such as `@`, `:` or `/`."""
         user, password = quote(self.config.user, safe=""), quote(self.config.password, safe="")
@@ -98,10 +116,8 @@ class LocalStack:
 
 
 def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
-    """Connect for the stack's own checks: no TLS on loopback, nothing left prepared."""
-    return psycopg.connect(
-        url, connect_timeout=2, sslmode="disable", autocommit=True, prepare_threshold=None
-    )
+    """Connect for the stack's own checks, with the URL's TLS settings, leaving nothing prepared."""
+    return psycopg.connect(url, connect_timeout=2, autocommit=True, prepare_threshold=None)
 
 
 def config_from_env(environ: Mapping[str, str] | None = None) -> StackConfig:

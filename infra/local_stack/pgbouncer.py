@@ -1,4 +1,5 @@
-"""PgBouncer in transaction mode with SCRAM logins, as strict as Supavisor in what it lets by."""
+"""PgBouncer in transaction mode with SCRAM logins over TLS, as strict as Supavisor in what it
+lets by."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 import psycopg
 
 from infra.local_stack import system
+from infra.local_stack.certs import tls_files
 from infra.local_stack.config import HOST, LocalStack, StackConfig, StackError, connect
 
 logger = logging.getLogger(__name__)
@@ -28,8 +30,16 @@ def parse_pgbouncer_version(output: str) -> Version:
 
 
 def pgbouncer_ini(config: StackConfig, version: Version) -> str:
-    """PgBouncer's config; the userlist beside it holds the role's SCRAM secret."""
+    """PgBouncer's config; the userlist beside it holds the role's SCRAM secret.
+
+    Clients must speak TLS (`client_tls_sslmode = require`), so no test or local run can skip
+    the handshake every deployed request pays. PgBouncer's own hop to Postgres stays plain
+    (`server_tls_sslmode` defaults to `prefer`, and Postgres offers no TLS): both listen on
+    loopback only, as Supavisor's hop to Postgres is inside Supabase's network, out of a
+    client's sight and control.
+    """
     state_dir = config.state_dir
+    tls = tls_files(state_dir)
     # Off, as on Supavisor; 1.24+ would carry psycopg's prepared statements, <1.21 never can.
     prepared = "max_prepared_statements = 0\n" if version >= PREPARED_STATEMENTS_SINCE else ""
     return f"""\
@@ -54,6 +64,9 @@ pidfile = {state_dir / "pgbouncer.pid"}
 log_connections = 1
 log_disconnections = 1
 ignore_startup_parameters = extra_float_digits
+client_tls_sslmode = require
+client_tls_key_file = {tls.server_key}
+client_tls_cert_file = {tls.server_cert}
 """
 
 

@@ -52,7 +52,8 @@ def _context() -> dict[str, str]:
         "python": platform.python_version(),
         "cpus": str(os.cpu_count()),
         "load average at start": " ".join(f"{load:.2f}" for load in os.getloadavg()),
-        "pooler": f"PgBouncer, transaction mode, SCRAM, {POOL_SIZE} server connections",
+        "pooler": f"PgBouncer, transaction mode, SCRAM over TLS (verify-full), {POOL_SIZE} server "
+        "connections",
     }
 
 

@@ -201,12 +201,12 @@ RAW_SQL = {
 
 RAW_CONNECT_ARGS: dict[str, Any] = {
     "prepare_threshold": None,
-    "sslmode": "disable",
     "connect_timeout": 3,
     "application_name": APPLICATION_NAME,
     "client_encoding": "utf8",
 }
-"""The project's connect settings, for psycopg alone."""
+"""The project's connect settings, for psycopg alone; TLS as the URL says, like the engine's
+(the stack's URLs say `verify-full`), so every contender pays the same handshake."""
 
 
 class RawPsycopg(Contender):

@@ -29,7 +29,7 @@ def measure_exchanges(
 ) -> dict[str, dict[str, RequestExchanges]]:
     """One warm request per route and contender through the counting proxy."""
     results: dict[str, dict[str, RequestExchanges]] = {}
-    with ExchangeCounter(stack.config.pooler_port) as proxy:
+    with ExchangeCounter.in_front_of(stack) as proxy:
         for factory in factories:
             contender = factory(proxy.url(stack.pooler_url()))
             for route in ROUTES:  # warm: an engine's first connection also initialises it

@@ -1,7 +1,7 @@
 """The reference FastAPI function: written the way most tutorials write one, and correct.
 
 Sync routes, a generator dependency that yields a session, routes that commit and `refresh`,
-SQLAlchemy's defaults (`expire_on_commit=True`, `sslmode=prefer`, no statement timeout) and
+SQLAlchemy's defaults (`expire_on_commit=True`, TLS as the URL says, no statement timeout) and
 Mangum's default lifespan. Only what correctness through a transaction pooler demands is
 changed: `NullPool` and `prepare_threshold=None`. The project's function is measured against it.
 Like most such code it does without `from __future__ import annotations`: FastAPI resolves the

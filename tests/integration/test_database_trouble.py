@@ -1,7 +1,8 @@
 """Database or pooler trouble answers 503 with Retry-After, fast, and leaks nothing.
 
 Each case is real: a closed port, a server that accepts and never answers (connect timeout),
-and PgBouncer refusing clients because it is full (its admin console lowers max_client_conn).
+PgBouncer refusing clients because it is full (its admin console lowers max_client_conn), and
+a pooler whose certificate fails verification (another CA, or a host name it does not cover).
 Each function of serverless.yml is asked through its read route; the write path (a read-write
 session committed by the FastAPI dependency) through a route of the test's own.
 """
@@ -12,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -21,8 +23,9 @@ from mangum import Mangum
 from sqlalchemy import text
 
 from infra.local_stack import LocalStack
+from infra.local_stack.certs import ensure_certificates
 from shared.api import SessionDep, install_error_handlers
-from shared.errors import RETRY_AFTER_SECONDS
+from shared.errors import RETRY_AFTER_SECONDS, TLS_NOT_VERIFIED
 from shared.http import lambda_boundary
 from shared.settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
@@ -142,6 +145,47 @@ def test_unresponsive_pooler_is_503_within_the_connect_timeout(
 
     assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
     assert elapsed >= CONNECT_TIMEOUT_S - 0.5  # it did wait for the timeout, not fail early
+
+
+def verified_url(stack: LocalStack, ca_file: Path, host: str) -> str:
+    """The pooler's URL verified against `ca_file` for `host`, dialling 127.0.0.1 whatever the
+    name (libpq's `hostaddr`), so only the certificate check can tell the cases apart."""
+    url = url_with_port(stack.config.pooler_port).replace("@127.0.0.1:", f"@{host}:")
+    return f"{url}?sslmode=verify-full&sslrootcert={quote(str(ca_file))}&hostaddr=127.0.0.1"
+
+
+@pytest.mark.parametrize("invocation", INVOCATIONS)
+@pytest.mark.parametrize("mistake", ["another CA", "another host name"])
+def test_pooler_failing_verification_is_503(
+    stack: LocalStack,
+    point_database_at: Callable[[str], None],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    invoke: Callable[[], dict[str, Any]],
+    tmp_path: Path,
+    mistake: str,
+) -> None:
+    # The same URL with the stack's CA and a name its certificate covers is answered.
+    point_database_at(verified_url(stack, stack.ca_file, "localhost"))
+    assert invoke()["statusCode"] < 500
+    other_ca = ensure_certificates(tmp_path, None)[0].ca_cert
+    caplog.clear()
+    if mistake == "another CA":
+        point_database_at(verified_url(stack, other_ca, "localhost"))
+    else:
+        point_database_at(verified_url(stack, stack.ca_file, "pooler.example.com"))
+
+    response, elapsed = timed(invoke)
+
+    assert_unavailable(response, elapsed, "".join(capfd.readouterr()))
+    [logged] = [r for r in caplog.records if r.getMessage() == "database server not verified"]
+    assert logged.levelname == "ERROR"
+    assert vars(logged)["reason"] == TLS_NOT_VERIFIED  # what to fix: retrying will not help
+    for record in caplog.records:  # every field of every line, not only the formatted message
+        fields = str(vars(record))
+        assert quote(TEST_PASSWORD, safe="") not in fields
+        assert TEST_PASSWORD not in fields
+        assert "postgresql://" not in fields
 
 
 def pooler_full(stack: LocalStack) -> AbstractContextManager[None]:

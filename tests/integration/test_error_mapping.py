@@ -245,7 +245,7 @@ def item_id() -> Iterator[int]:
 
 def pooler_connection(stack: LocalStack) -> psycopg.Connection[Any]:
     """A second client of the pooler, to hold locks and change rows under the first."""
-    return psycopg.connect(stack.pooler_url(), prepare_threshold=None, sslmode="disable")
+    return psycopg.connect(stack.pooler_url(), prepare_threshold=None)
 
 
 def test_lock_not_available_is_503(

@@ -1,7 +1,8 @@
 """The counting proxy counts what the wire carries: the harness behind "read = 1 exchange".
 
 Expected figures come from the protocol, not from the proxy: a SCRAM login through PgBouncer
-is three exchanges (startup, SASL initial response, SASL response), an autocommit SELECT one,
+is three exchanges (startup, SASL initial response, SASL response) after two for TLS (the
+SSLRequest, one TLS 1.3 handshake round trip), an autocommit SELECT one,
 a transaction BEGIN + statement + COMMIT three, and a pipeline sends its statements together.
 """
 
@@ -10,13 +11,15 @@ from __future__ import annotations
 import psycopg
 
 from infra.local_stack import LocalStack
-from tests.fixtures.proxy import ExchangeCounter
+from tests.fixtures.proxy import TLS_EXCHANGES, ExchangeCounter
 
 SCRAM_LOGIN_EXCHANGES = 3
+LOGIN_EXCHANGES = TLS_EXCHANGES + SCRAM_LOGIN_EXCHANGES
+"""A login to the stack's pooler, which accepts TLS only."""
 
 
 def connect(url: str, *, autocommit: bool) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(url, sslmode="disable", prepare_threshold=None, autocommit=autocommit)
+    return psycopg.connect(url, prepare_threshold=None, autocommit=autocommit)
 
 
 def test_a_read_in_autocommit_is_one_exchange_after_login(
@@ -26,7 +29,8 @@ def test_a_read_in_autocommit_is_one_exchange_after_login(
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
     [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, 1)
+    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, 1)
+    assert connection.tls
 
 
 def test_a_transaction_is_begin_statement_commit(
@@ -37,7 +41,7 @@ def test_a_transaction_is_begin_statement_commit(
         conn.commit()
 
     [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, 3)
+    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, 3)
 
 
 def test_a_pipeline_sends_its_statements_in_one_exchange(
@@ -64,6 +68,4 @@ def test_each_connection_is_counted_on_its_own(
         conn.execute("SELECT 2")
 
     connections = exchange_counter.settled()
-    assert [(c.login, c.statements, c.closed) for c in connections] == [
-        (SCRAM_LOGIN_EXCHANGES, 2, True)
-    ]
+    assert [(c.login, c.statements, c.closed) for c in connections] == [(LOGIN_EXCHANGES, 2, True)]

@@ -48,9 +48,7 @@ class Backend(NamedTuple):
 
 def plain_client(stack: LocalStack) -> psycopg.Connection[Any]:
     """Another application's client of the pooler: it sets nothing, in autocommit."""
-    return psycopg.connect(
-        stack.pooler_url(), prepare_threshold=None, sslmode="disable", autocommit=True
-    )
+    return psycopg.connect(stack.pooler_url(), prepare_threshold=None, autocommit=True)
 
 
 def next_client_finds(stack: LocalStack) -> Backend:

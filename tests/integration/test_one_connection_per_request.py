@@ -32,7 +32,7 @@ from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
 from tests.fixtures.tokens import Tokens
-from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
+from tests.integration.test_exchange_counter import LOGIN_EXCHANGES
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
@@ -207,7 +207,7 @@ def test_reads_take_one_exchange_and_writes_two_after_the_login(
 
     assert response["statusCode"] in (200, 201, 204)
     [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, expected)
+    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, expected)
     reset_caches()
 
 
@@ -241,7 +241,7 @@ def test_acting_as_a_user_costs_no_extra_exchange(
             who = conn.execute(WHO_AM_I).one()
 
     [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, expected)
+    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, expected)
     if identity is None:
         assert (who.role, who.claims or None) == (database.config.user, None)
     else:

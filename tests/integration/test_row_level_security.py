@@ -30,7 +30,7 @@ VIOLATIONS = [
 
 def pooler_client(stack: LocalStack) -> psycopg.Connection[Any]:
     """A client of the transaction pooler that prepares nothing."""
-    return psycopg.connect(stack.pooler_url(), prepare_threshold=None, sslmode="disable")
+    return psycopg.connect(stack.pooler_url(), prepare_threshold=None)
 
 
 def act_as(conn: psycopg.Connection[Any], identity: Identity | None) -> None:

@@ -82,10 +82,12 @@ class PoolPeak:
     waiting: int = 0
     servers: int = 0
     modes: set[str] = field(default_factory=set)
+    client_tls: set[str] = field(default_factory=set)
+    """What `SHOW CLIENTS` says of each client's TLS: empty for a plain TCP client."""
 
 
 def watch_pool(admin: psycopg.Connection[Any], database: str, done: Callable[[], bool]) -> PoolPeak:
-    """Poll `SHOW POOLS` and `SHOW SERVERS` on `database` until `done()`."""
+    """Poll `SHOW POOLS`, `SHOW SERVERS` and `SHOW CLIENTS` on `database` until `done()`."""
     peak = PoolPeak()
     deadline = time.monotonic() + POOL_WATCH_S
     while not done() and time.monotonic() < deadline:
@@ -95,6 +97,8 @@ def watch_pool(admin: psycopg.Connection[Any], database: str, done: Callable[[],
         peak.waiting = max(peak.waiting, sum(p["cl_waiting"] for p in pools))
         peak.servers = max(peak.servers, len(servers))
         peak.modes |= {p["pool_mode"] for p in pools}
+        clients = [row for row in show(admin, "CLIENTS") if row["database"] == database]
+        peak.client_tls |= {row["tls"] for row in clients}
     return peak
 
 
@@ -117,6 +121,8 @@ def test_clients_outnumber_server_connections(stack: LocalStack) -> None:
     assert peak.clients == CLIENTS
     assert 0 < peak.servers <= TEST_POOL_SIZE < CLIENTS
     assert peak.waiting >= CLIENTS - TEST_POOL_SIZE
+    assert peak.client_tls  # the clients were seen, each over TLS, as deployed ones connect
+    assert all(tls.startswith("TLSv1.3/") for tls in peak.client_tls), peak.client_tls
 
 
 @pytest.mark.parametrize("statements_per_request", [1, STATEMENTS_PER_REQUEST])

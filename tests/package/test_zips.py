@@ -81,6 +81,7 @@ def test_zip_holds_only_what_the_function_needs(zip_path: Path, function: str) -
     declared = FUNCTIONS[function]
 
     assert declared.handler_file.as_posix() in entries
+    assert "shared/certs/supabase-root-2021-ca.pem" in entries  # verify-full against Supabase
     assert {n.split("/")[1] for n in entries if n.startswith("functions/")} == {
         "__init__.py",
         "__pycache__",

@@ -16,7 +16,7 @@ STAGE ?=
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
 .PHONY: help install dev token test test-unit lint fmt function migrate migration stack-up stack-down \
-	package deploy secret remove clean bench llvm-strip
+	package deploy secret remove clean bench llvm-strip chromium
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :300
 token: .venv/.synced ## Print a local access token: make token [USER=<uuid>] [ROLE=service_role]
 	@$(RUN) python -m infra.local_auth token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
 
-test: install lint llvm-strip ## Lint, then unit, integration, package and end-to-end tests (what CI runs)
+test: install lint llvm-strip chromium ## Lint, then unit, integration, package and end-to-end tests (what CI runs)
 	$(RUN) pytest
 
 test-unit: install ## Unit tests only: no database, no build, seconds
@@ -111,6 +111,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 llvm-strip:
 	@[ -n "$$LLVM_STRIP" ] || command -v llvm-strip >/dev/null || compgen -c llvm-strip- >/dev/null \
 		|| $(call apt_or_explain,llvm,llvm-strip,llvm)
+
+# tests/e2e/test_browser_cors.py calls the local API from pages in a real browser, headless.
+chromium:
+	@command -v chromium >/dev/null || $(call apt_or_explain,chromium,chromium,--cask chromium)
 
 # Install Debian packages when root with apt-get, else stop with the command to run.
 define apt_or_explain

@@ -19,7 +19,7 @@ from alembic.util import CommandError
 from infra import local_stack
 from infra.local_auth import DEFAULT_AUTH_PORT, JwksServer, SigningKey
 from infra.migrate import upgrade
-from infra.offline import start_offline, stop_offline
+from infra.offline import CorsOriginsError, start_offline, stop_offline
 
 logger = logging.getLogger("dev")
 
@@ -58,8 +58,9 @@ def main() -> int:
             return 0
         finally:
             stop_offline(process)
-    except (local_stack.StackError, CommandError) as error:
-        logger.error("%s", error)  # one line: a stack that cannot start, a failed migration
+    except (local_stack.StackError, CommandError, CorsOriginsError) as error:
+        # One line: a stack that cannot start, a failed migration, no origin for browsers.
+        logger.error("%s", error)
         return 1
     finally:
         jwks.close()

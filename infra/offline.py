@@ -4,6 +4,11 @@ The functions run in the project's virtualenv (serverless-offline picks `python3
 VIRTUAL_ENV) and read DATABASE_URL and SUPABASE_URL (where they fetch the JWKS that verifies
 access tokens) from the environment it inherits, so neither has to be written into
 serverless.yml.
+
+CORS: serverless offline with no CORS configured lets every origin call the API, while the
+deployed API lets none call it until the stage names its frontends. So it always runs with the
+deployed policy (serverless.yml's `corsOrigins` param) and the origins in CORS_ORIGINS, by
+default a Vite dev server's: a page served from anywhere else fails here as it would deployed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,27 @@ from infra import PROJECT_ROOT
 SERVERLESS = PROJECT_ROOT / "node_modules" / ".bin" / "serverless"
 VENV = PROJECT_ROOT / ".venv"
 STOP_TIMEOUT_S = 10.0
+# Vite's dev server (React, Vue, Svelte templates); port 3000, other tools' default, is the API's.
+DEFAULT_CORS_ORIGINS = "http://localhost:5173"
+
+
+class CorsOriginsError(ValueError):
+    """CORS_ORIGINS names no origin."""
+
+
+def local_cors_origins() -> str:
+    """The origins whose pages may call the local API: CORS_ORIGINS (comma separated) or Vite's.
+
+    An empty list is refused rather than served: serverless offline would read it as "no CORS
+    configured" and let every origin in.
+    """
+    origins = os.environ.get("CORS_ORIGINS", DEFAULT_CORS_ORIGINS)
+    if not origins.strip(", "):
+        raise CorsOriginsError(
+            "CORS_ORIGINS is empty: name the origin of your frontend's dev server, for example "
+            f"CORS_ORIGINS={DEFAULT_CORS_ORIGINS} (the default when it is unset)"
+        )
+    return origins
 
 
 def offline_environment(
@@ -46,15 +72,21 @@ def start_offline(
     http_port: int,
     lambda_port: int,
     output: IO[bytes] | None = None,
+    cors_origins: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start serverless offline in its own process group, so it can be stopped as a whole.
 
     Its log (a line per request naming the function invoked) goes to `output` when given.
+    Browsers may call it from `cors_origins` (comma separated), by default `local_cors_origins()`.
     """
     if not SERVERLESS.exists():
         raise FileNotFoundError(f"{SERVERLESS} is missing: run `npm ci` (or `make install`)")
+    origins = local_cors_origins() if cors_origins is None else cors_origins
     return subprocess.Popen(
-        [str(SERVERLESS), "offline", "start", "--stage", "dev"],
+        [
+            str(SERVERLESS),
+            *("offline", "start", "--stage", "dev", f"--param=corsOrigins={origins}"),
+        ],
         cwd=PROJECT_ROOT,
         env=offline_environment(database_url, supabase_url, http_port, lambda_port),
         start_new_session=True,

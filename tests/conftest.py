@@ -22,6 +22,7 @@ from shared.settings import ENV_FILE_VARIABLE, get_settings
 
 pytest_plugins = [
     "tests.fixtures.aws",
+    "tests.fixtures.browser",
     "tests.fixtures.lambda_events",
     "tests.fixtures.proxy",
     "tests.fixtures.reporting",

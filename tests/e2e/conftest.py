@@ -12,6 +12,7 @@ import pytest
 
 from infra.local_stack import LocalStack
 from infra.offline import start_offline, stop_offline, wait_until_serving
+from tests.fixtures.browser import PageServer
 from tests.fixtures.stack import require_free
 from tests.fixtures.tokens import Tokens
 
@@ -50,10 +51,14 @@ class Offline:
 
 @pytest.fixture(scope="session")
 def offline(
-    database: LocalStack, tokens: Tokens, tmp_path_factory: pytest.TempPathFactory
+    database: LocalStack,
+    tokens: Tokens,
+    frontend: PageServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Offline]:
     """The functions as `make dev` serves them: they verify tokens against the session's JWKS,
-    fetched over HTTP from their own processes."""
+    fetched over HTTP from their own processes, and browsers may call them from `frontend`'s
+    pages only."""
     http_port = require_free("TEST_HTTP_PORT")
     base_url = f"http://127.0.0.1:{http_port}"
     log_path = tmp_path_factory.mktemp("offline") / "serverless-offline.log"
@@ -64,6 +69,7 @@ def offline(
             http_port,
             require_free("TEST_LAMBDA_PORT"),
             output,
+            cors_origins=frontend.origin,
         )
         try:
             wait_until_serving(base_url, process, timeout_s=90)  # any answer, even a 404

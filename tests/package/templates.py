@@ -18,9 +18,10 @@ STAGE = "ci"
 FRAMEWORK_FINDINGS = ["W3005"]
 
 
-def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str, Any]:
-    """The template `serverless package --stage ci` writes for the zips in `artifacts`, with no
-    AWS credentials."""
+def run_serverless_package(
+    output: Path, artifacts: Path, *options: str
+) -> subprocess.CompletedProcess[str]:
+    """`serverless package --stage ci` for the zips in `artifacts`, with no AWS credentials."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -31,7 +32,7 @@ def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
         ARTIFACTS_DIR_VARIABLE: str(artifacts),
     }
-    done = subprocess.run(
+    return subprocess.run(
         [str(SERVERLESS), "package", "--stage", STAGE, "--package", str(output), *options],
         cwd=PROJECT_ROOT,
         env=env,
@@ -39,6 +40,11 @@ def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str
         text=True,
         timeout=300,
     )
+
+
+def serverless_package(output: Path, artifacts: Path, *options: str) -> dict[str, Any]:
+    """The template `serverless package --stage ci` writes for the zips in `artifacts`."""
+    done = run_serverless_package(output, artifacts, *options)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     path = output / "cloudformation-template-update-stack.json"
     loaded: dict[str, Any] = json.loads(path.read_text())

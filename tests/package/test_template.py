@@ -180,9 +180,11 @@ def test_functions_fit_the_timeouts_the_runtime_and_the_pooler(
 
 def test_every_route_has_its_log_retention(template: dict[str, Any]) -> None:
     log_groups = resources(template, "AWS::Logs::LogGroup")
+    access_log = log_groups.pop("HttpApiLogGroup")  # the API's (test_http_api_template.py)
 
     assert len(log_groups) == len(resources(template, "AWS::Lambda::Function"))
     assert all(group["RetentionInDays"] > 0 for group in log_groups.values())
+    assert access_log["RetentionInDays"] > 0
 
 
 def test_the_http_api_routes_each_declared_route_to_its_function(template: dict[str, Any]) -> None:

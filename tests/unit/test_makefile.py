@@ -104,3 +104,10 @@ def test_token_takes_user_and_role_from_the_command_line_only() -> None:
 
     assert given.endswith(f"python -m infra.local_auth token --user {user} --role service_role")
     assert default.rstrip().endswith("python -m infra.local_auth token")
+
+
+def test_make_test_installs_the_browser_the_e2e_tests_drive() -> None:
+    [check] = [line for line in planned("test") if "command -v chromium" in line]
+
+    assert "apt-get install -y -qq chromium" in check
+    assert "sudo apt-get install -y chromium" in check  # what a non-root user is told to run

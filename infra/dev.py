@@ -68,14 +68,18 @@ def source_snapshot(root: Path = PROJECT_ROOT) -> Snapshot:
     """Every watched file with its modification time: any edit, addition or removal changes it.
 
     Polling stat() of a few hundred files costs well under a millisecond per round and needs
-    no dependency; bytecode caches are left out, since importing writes them.
+    no dependency. Left out: bytecode caches, which the restarted functions write as they
+    import (watched, they would restart it forever), and editors' hidden and backup files.
     """
     files: Snapshot = {}
     for name in WATCHED:
         path = root / name
         candidates = path.rglob("*") if path.is_dir() else [path]
         for candidate in candidates:
-            if "__pycache__" in candidate.parts:
+            relative = candidate.relative_to(root).parts
+            if "__pycache__" in relative or any(part.startswith(".") for part in relative):
+                continue
+            if candidate.name.endswith("~"):
                 continue
             with contextlib.suppress(FileNotFoundError):  # deleted between listing and stat
                 if candidate.is_file():
@@ -162,6 +166,21 @@ def serve(database_url: str, supabase_url: str, http_port: int, lambda_port: int
         stop_offline(process)
 
 
+def serve_on_the_stack(supabase_url: str, http_port: int, lambda_port: int) -> int:
+    """Start (or reuse) the local stack, migrate it, serve; stop the stack if started here."""
+    config = local_stack.config_from_env()
+    # A stack another `make dev` (or `make stack-up`) started is theirs to stop.
+    started_here = not local_stack.is_running(config)
+    try:
+        stack = local_stack.start(config)
+        upgrade(stack.direct_url())
+        return serve(stack.pooler_url(), supabase_url, http_port, lambda_port)
+    finally:
+        if started_here:
+            local_stack.stop(config)
+            logger.info("stopped serverless offline, PgBouncer and Postgres")
+
+
 def main() -> int:
     """Run until interrupted; return the exit code of serverless offline (0 on Ctrl-C)."""
     logging.basicConfig(level=logging.INFO, format="dev: %(message)s", stream=sys.stderr)
@@ -171,23 +190,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     http_port = int(os.environ.get("HTTP_PORT", "3000"))
     lambda_port = int(os.environ.get("LAMBDA_PORT", "3002"))
-    config = local_stack.config_from_env()
-    # A stack another `make dev` (or `make stack-up`) started is theirs to stop.
-    started_here = not local_stack.is_running(config)
     try:
         with token_verification() as supabase_url:
-            stack = local_stack.start(config)
-            upgrade(stack.direct_url())
-            return serve(stack.pooler_url(), supabase_url, http_port, lambda_port)
+            return serve_on_the_stack(supabase_url, http_port, lambda_port)
     except (local_stack.StackError, CommandError, AuthConfigError, DevError) as error:
         logger.error("%s", error)  # one line: a bad SUPABASE_URL, a taken port, a failed migration
         return 1
     except KeyboardInterrupt:
         return 0
-    finally:
-        if started_here:
-            local_stack.stop(config)
-            logger.info("stopped serverless offline, the JWKS, PgBouncer and Postgres")
 
 
 if __name__ == "__main__":

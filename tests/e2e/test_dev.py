@@ -125,6 +125,7 @@ def test_tokens_of_the_project_in_supabase_url_are_accepted_and_the_local_keys_a
     )
 
     assert projects.status_code == 200, projects.text
+    assert isinstance(projects.json()["items"], list), projects.text
     assert locals_.status_code == 401, locals_.text
     assert make_token.returncode == 1
     assert make_token.stdout == ""

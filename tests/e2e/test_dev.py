@@ -25,6 +25,7 @@ from infra import PROJECT_ROOT
 from infra.local_auth import SigningKey, access_token_claims
 from infra.local_stack import LocalStack
 from infra.offline import wait_until_serving
+from infra.scaffold import round_trip_yaml
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import free_port, port_for
 from tests.fixtures.tokens import Tokens, bearer, serve_tokens
@@ -36,6 +37,7 @@ PORT_OFFSET = 4
 START_TIMEOUT_S = 120.0
 RESTART_TIMEOUT_S = 90.0
 SERVING_AGAIN = "serving again on"
+COLD_START_TIMEOUT_S = 60
 
 
 @dataclass
@@ -70,12 +72,24 @@ class Dev:
     env: dict[str, str]
 
 
+def allow_slow_cold_starts(serverless_yml: Path) -> None:
+    """Raise the copy's Lambda timeout: every restart makes each function's next request a
+    cold start, which on a loaded 2-core CI machine can take longer than the deployed 10 s,
+    and serverless offline kills a process that times out, so the next one starts cold too.
+    What these tests prove does not depend on the timeout."""
+    yaml = round_trip_yaml()
+    config = yaml.load(serverless_yml)
+    config["provider"]["timeout"] = COLD_START_TIMEOUT_S
+    yaml.dump(config, serverless_yml)
+
+
 @pytest.fixture(scope="module")
 def dev(database: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     """`python -m infra.dev` in a copy, SUPABASE_URL in its `.env`, until the module ends."""
     work = tmp_path_factory.mktemp("dev")
     root, log_path = work / "repo", work / "dev.log"
     copy_working_tree(PROJECT_ROOT, root)
+    allow_slow_cold_starts(root / "serverless.yml")
     http_port = port_for("TEST_HTTP_PORT") + PORT_OFFSET
     local_auth_port = free_port()
     env = environment_outside_the_session() | {

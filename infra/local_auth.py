@@ -4,12 +4,14 @@
     python -m infra.local_auth token --role service_role \
         --supabase-url https://<ref>.supabase.co --key-file signing-key.json
 
-`make dev` serves the JWKS where Supabase's local stack (`supabase start`) serves it,
-http://127.0.0.1:54321/auth/v1/.well-known/jwks.json (AUTH_PORT moves it), and gives the
-functions SUPABASE_URL=http://127.0.0.1:54321, so they fetch and verify exactly as deployed.
+Unless SUPABASE_URL names a project (then `make dev` verifies that project's tokens), `make
+dev` serves the JWKS at Supabase's path, http://127.0.0.1:54421/auth/v1/.well-known/jwks.json
+(AUTH_PORT moves it; not the CLI's 54321, so `supabase start` can run beside it), and gives the
+functions SUPABASE_URL=http://127.0.0.1:54421, so they fetch and verify exactly as deployed.
 `make token` prints an access token shaped like Supabase's, signed with the same key: ES256,
 Supabase's default for asymmetric signing keys. The key is generated once into
-.local/auth/signing-key.json (ignored by git) and only ever signs local tokens.
+.local/auth/signing-key.json (ignored by git) and only ever signs local tokens; while
+SUPABASE_URL names a project, `make token` refuses, since that project would refuse the token.
 
 With `--key-file` (a private JWK from `supabase gen signing-key --algorithm ES256`, imported
 into the project as a standby key, so that its JWKS lists it) and `--supabase-url`, the same
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from infra import PROJECT_ROOT
+from shared.settings import Settings, env_file
 
 __all__ = [
     "DEFAULT_USER_ID",
@@ -45,12 +48,14 @@ __all__ = [
     "JwksServer",
     "SigningKey",
     "access_token_claims",
+    "configured_supabase_url",
     "local_supabase_url",
 ]
 
 KEY_FILE = PROJECT_ROOT / ".local" / "auth" / "signing-key.json"
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
-DEFAULT_AUTH_PORT = 54321
+DEFAULT_AUTH_PORT = 54421
+"""Beside the Supabase CLI's ports (54320-54329), not on its API port."""
 DEFAULT_USER_ID = "00000000-0000-4000-8000-00000000000a"
 """`make token`'s user when USER is not given, so that successive calls act as one user."""
 
@@ -59,8 +64,16 @@ TOKEN_LIFETIME_S = 3600
 
 
 def local_supabase_url() -> str:
-    """The local SUPABASE_URL: Supabase CLI's API port, or AUTH_PORT."""
+    """The local SUPABASE_URL: DEFAULT_AUTH_PORT, or AUTH_PORT."""
     return f"http://127.0.0.1:{int(os.environ.get('AUTH_PORT', DEFAULT_AUTH_PORT))}"
+
+
+def configured_supabase_url() -> str | None:
+    """SUPABASE_URL from the environment or `.env`, as the functions read it; None if unset.
+
+    Read afresh, not through the functions' cached settings: a command reads it once anyway.
+    """
+    return Settings(_env_file=env_file()).supabase_url or None
 
 
 @dataclass(frozen=True)
@@ -219,6 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         user_id = str(uuid.UUID(args.user or DEFAULT_USER_ID))
     except ValueError:
         sys.stderr.write(f"USER must be a UUID, like {DEFAULT_USER_ID}\n")
+        return 1
+    project = configured_supabase_url()
+    if not args.supabase_url and project and project.rstrip("/") != local_supabase_url():
+        sys.stderr.write(
+            f"SUPABASE_URL is set ({project}), so `make dev` accepts only that project's "
+            "tokens, not the local key's: sign in through that project, or unset SUPABASE_URL "
+            "(environment and .env) to use the local key\n"
+        )
         return 1
     try:
         key = SigningKey.load(args.key_file) if args.key_file else SigningKey.load_or_create()

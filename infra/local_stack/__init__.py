@@ -17,7 +17,7 @@ integration tests run against this imitation instead, with no Docker:
 
     python -m infra.local_stack {start|stop|status|url}   # make stack-up / stack-down
 
-The dev stack reads LOCAL_STACK_STATE_DIR (.local/dev), LOCAL_POSTGRES_PORT (54322),
+The dev stack reads LOCAL_STACK_STATE_DIR (.local/dev), LOCAL_POSTGRES_PORT (54422),
 LOCAL_POOLER_PORT (6543) and LOCAL_DB_PASSWORD. Tests and the benchmark call `start()` and
 `stop()` with ports and a state directory of their own, so they never touch the dev stack.
 One caller at a time per state directory: nothing serialises two starts of the same one.

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.local_stack",
         description="Local Postgres behind PgBouncer in transaction mode, like Supabase's pooler.",
-        epilog="Settings: LOCAL_STACK_STATE_DIR (.local/dev), LOCAL_POSTGRES_PORT (54322), "
+        epilog="Settings: LOCAL_STACK_STATE_DIR (.local/dev), LOCAL_POSTGRES_PORT (54422), "
         "LOCAL_POOLER_PORT (6543), LOCAL_DB_PASSWORD.",
     )
     parser.add_argument(

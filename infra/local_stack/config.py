@@ -28,7 +28,7 @@ class StackConfig:
     """Where a stack keeps its files and how it is reached: one per caller, so none clash."""
 
     state_dir: Path
-    postgres_port: int = 54322  # Supabase local's
+    postgres_port: int = 54422  # beside the Supabase CLI's 54320-54329, so both can run
     pooler_port: int = 6543  # Supavisor's transaction mode
     user: str = "postgres"
     password: str = field(default="postgres", repr=False)  # a throwaway database

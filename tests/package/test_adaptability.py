@@ -38,13 +38,12 @@ from infra.package import MANIFEST_NAME, read_service
 from infra.scaffold import ROLES, Names, role_block, round_trip_yaml
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import TEST_PORTS, port_for
+from tests.fixtures.working_tree import LINKED, copy_working_tree
 
 SAMPLE = "items"
 SCAFFOLDED = {"orders": "fastapi", "ping": "plain"}
 PORT_OFFSET = 7
 TIMEOUT_S = 300
-LINKED = (".venv", "node_modules")
-MYPY_CACHE = ".mypy_cache"
 # functions.items or functions/items as a module or path, not a mapping's .items() method.
 SAMPLE_REFERENCE = re.compile(rf"\bfunctions[./]{SAMPLE}\b(?!\()")
 CODE_SUFFIXES = {".py", ".yml", ".yaml", ".toml", ".json", ".cfg", ".ini", ".mako"}
@@ -63,27 +62,6 @@ class AdaptedCopy:
         """Wait for one check; its exit code and everything it printed."""
         output, _ = self.checks[check].communicate(timeout=TIMEOUT_S)
         return self.checks[check].returncode, output
-
-
-def copy_working_tree(source: Path, target: Path) -> None:
-    """Copy the files git tracks or would add, as they are in the working tree."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=source,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for relative in filter(None, listed.split("\0")):
-        path = source / relative
-        if path.is_file() and not path.is_symlink():  # a deleted, still-tracked file is skipped
-            (target / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target / relative)
-    for name in LINKED:
-        (target / name).symlink_to(source / name)
-    if (source / MYPY_CACHE).is_dir():
-        # mypy rechecks what changed and what depends on it: the cache of `make lint` saves
-        # most of its time and none of its checks.
-        shutil.copytree(source / MYPY_CACHE, target / MYPY_CACHE)
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -19,9 +19,11 @@ from tests.fixtures.tokens import Tokens
 
 @pytest.fixture
 def key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """KEY_FILE moved into the test's folder: the developer's own key stays untouched."""
+    """KEY_FILE moved into the test's folder: the developer's own key stays untouched; and no
+    SUPABASE_URL (the session's may be set), as on a machine that uses the local key."""
     path = tmp_path / ".local" / "auth" / "signing-key.json"
     monkeypatch.setattr(local_auth, "KEY_FILE", path)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
     return path
 
 
@@ -86,6 +88,37 @@ def test_a_user_that_is_not_a_uuid_is_refused(
     assert exit_code == 1
     assert capsys.readouterr().out == ""
     assert not key_file.exists()
+
+
+def test_make_token_refuses_while_supabase_url_names_another_project(
+    key_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`make dev` verifies that project's tokens then, so a local one would only get a 401."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("SUPABASE_URL=https://abcdefghijklmnop.supabase.co\n")
+    monkeypatch.setenv("SETTINGS_ENV_FILE", str(env_file))  # read from .env, as `make` does
+
+    exit_code = local_auth.main(["token"])
+    printed = capsys.readouterr()
+
+    assert exit_code == 1
+    assert printed.out == ""
+    assert "SUPABASE_URL is set (https://abcdefghijklmnop.supabase.co)" in printed.err
+    assert not key_file.exists()
+
+
+def test_make_token_signs_when_supabase_url_is_the_local_one(
+    dev_jwks: JwksServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SUPABASE_URL", dev_jwks.supabase_url)
+
+    exit_code = local_auth.main(["token"])
+
+    assert exit_code == 0
+    assert TokenVerifier(dev_jwks.supabase_url).verify(capsys.readouterr().out.strip())
 
 
 def test_a_service_role_token_for_a_project_from_an_imported_key(

@@ -168,8 +168,9 @@ def test_the_dev_stack_takes_its_settings_from_the_environment() -> None:
         16543,
         "s3cret",
     )
-    # Supabase local's direct port and Supavisor's transaction-mode port, as the README says.
-    assert (defaults.postgres_port, defaults.pooler_port) == (54322, 6543)
+    # Beside the Supabase CLI's ports (54320-54329), so `supabase start` runs alongside;
+    # Supavisor's transaction-mode port, as the README says.
+    assert (defaults.postgres_port, defaults.pooler_port) == (54422, 6543)
 
 
 @pytest.mark.parametrize("variable", ["LOCAL_POSTGRES_PORT", "LOCAL_POOLER_PORT"])

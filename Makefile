@@ -33,7 +33,7 @@ dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :300
 
 # USER only from the command line: the shell's own USER is a login name, not a user id.
 # Only the Python environment as a prerequisite, so `$(make -s token)` captures just the token.
-token: .venv/.synced ## Print a local access token: make token [USER=<uuid>] [ROLE=service_role]
+token: .venv/.synced ## Print a local access token: make token [USER=<uuid>] [ROLE=service_role|anon]
 	@$(RUN) python -m infra.local_auth token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
 
 test: install lint llvm-strip ## Lint, then unit, integration, package and end-to-end tests (what CI runs)

@@ -73,9 +73,11 @@ stack-down: install ## Stop the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack stop
 
 # Both always rebuild, then check the zips against the working tree right before serverless.
+# The wheels come from uv's cache when it holds them all, else from the index: a first build,
+# or one after uv.lock changed, needs the network.
 # Both refuse first, in one line, a stage with no Supabase URL; deploy also one whose reserved
 # concurrency the AWS account cannot grant.
-package: install llvm-strip ## Build the Lambda zips and package the stack offline: STAGE=dev
+package: install llvm-strip ## Build the zips and package the stack, no AWS needed: STAGE=dev
 	$(require_stage)
 	$(RUN) python -m infra.stage check --offline --stage $(STAGE)$(region_option)
 	$(RUN) python -m infra.package build

@@ -21,6 +21,7 @@ import yaml
 
 from infra import PROJECT_ROOT
 from infra.scaffold import DEFAULT_CONCURRENCY, Names, Plan, main, plan, write
+from infra.serverless_config import read_stage_config
 
 
 def absent(name: str) -> Names:
@@ -87,6 +88,19 @@ def test_the_new_entry_has_the_form_of_every_existing_one(project: Path, existin
     for key in ("events", "description"):
         del renamed[key], functions[ORDERS.name][key]
     assert functions[ORDERS.name] == renamed
+
+
+def test_the_printed_total_is_what_make_deploy_checks_against_the_account(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = read_stage_config("dev", config_file=project / "serverless.yml")
+
+    main([ORDERS.name], project)
+
+    after = read_stage_config("dev", config_file=project / "serverless.yml")
+    total = after.total_reserved_concurrency
+    assert total == before.total_reserved_concurrency + DEFAULT_CONCURRENCY
+    assert f"makes {total} for all functions" in capsys.readouterr().out
 
 
 def test_a_plain_function_has_no_routes_and_no_dependency_group(project: Path) -> None:

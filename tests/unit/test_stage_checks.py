@@ -161,19 +161,22 @@ def test_migrate_and_check_read_the_region_serverless_deploys_to(
     supabase_url: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    lambda_account.set_quota(10)
+    """Only AWS_REGION's region has the stage's secret and room for its reservations."""
+    boto3.client("secretsmanager", region_name=ENV_REGION).create_secret(
+        Name=secret_name(STAGE, direct=True), SecretString="placeholder"
+    )
+    lambda_account.set_quota(STACK_TOTAL + 100 + 50)  # 50 to spare, where nothing else reserves
+    create_function("someone-else", 100, PROFILE_REGION)
 
     assert main(["migrate", "--stage", STAGE]) == 1
-    assert main(["check", "--stage", STAGE]) == 1
-    assert main(["check", "--stage", STAGE, "--region", "ap-south-1"]) == 1
+    assert main(["check", "--stage", STAGE]) == 0
+    assert main(["check", "--stage", STAGE, "--region", PROFILE_REGION]) == 1
 
-    migrate_err, check_err, option_err = capsys.readouterr().err.splitlines()
-    assert migrate_err == (
-        f"Secret {secret_name(STAGE, direct=True)} does not exist: run `make deploy STAGE={STAGE}`"
-        " first"
-    )
-    assert f"in {ENV_REGION} (quota 10" in check_err
-    assert "in ap-south-1 (quota 10" in option_err
+    output = capsys.readouterr()
+    migrate_err, option_err = output.err.splitlines()
+    assert migrate_err.endswith(f"holds no URL yet: run `make secret STAGE={STAGE} SECRET=direct`")
+    assert f"of {STACK_TOTAL + 50} available in {ENV_REGION}" in output.out
+    assert f"can reserve {STACK_TOTAL - 50} in {PROFILE_REGION}" in option_err
 
 
 @pytest.mark.parametrize(

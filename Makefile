@@ -13,6 +13,11 @@ SERVERLESS := node_modules/.bin/serverless
 
 # Deploying: `make deploy STAGE=dev`. The architecture is serverless.yml's provider.architecture.
 STAGE ?=
+# The AWS region of every command that talks to AWS: REGION=..., else AWS_REGION, else
+# serverless.yml's default. serverless.yml's provider.region is the one definition, which
+# infra/stage.py reads too; the profile's region and AWS_DEFAULT_REGION play no part.
+REGION ?=
+region_option = $(if $(REGION), --region $(REGION))
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
 .PHONY: help install dev token test test-unit lint fmt function migrate migration stack-up stack-down \
@@ -28,7 +33,7 @@ dev: install ## Start Postgres + PgBouncer, migrate, serve the functions on :300
 
 # USER only from the command line: the shell's own USER is a login name, not a user id.
 # Only the Python environment as a prerequisite, so `$(make -s token)` captures just the token.
-token: .venv/.synced ## Print a local access token: make token [USER=<uuid>] [ROLE=service_role]
+token: .venv/.synced ## Print a local access token: make token [USER=<uuid>] [ROLE=service_role|anon]
 	@$(RUN) python -m infra.local_auth token $(if $(filter command line,$(origin USER)),--user $(USER)) $(if $(ROLE),--role $(ROLE))
 
 test: install lint llvm-strip chromium ## Lint, then unit, integration, package and end-to-end tests (what CI runs)
@@ -52,7 +57,7 @@ function: install ## Scaffold a function, its test and its serverless.yml entry:
 
 migrate: install ## Apply migrations: DIRECT_DATABASE_URL (env or .env), else the local stack; or STAGE's secret
 ifdef STAGE
-	$(RUN) python -m infra.stage migrate --stage $(STAGE)
+	$(RUN) python -m infra.stage migrate --stage $(STAGE)$(region_option)
 else
 	$(RUN) python -m infra.migrate
 endif
@@ -68,25 +73,31 @@ stack-down: install ## Stop the local Postgres + PgBouncer
 	$(RUN) python -m infra.local_stack stop
 
 # Both always rebuild, then check the zips against the working tree right before serverless.
-package: install llvm-strip ## Build the Lambda zips and package the stack offline: STAGE=dev
+# The wheels come from uv's cache when it holds them all, else from the index: a first build,
+# or one after uv.lock changed, needs the network.
+# Both refuse first, in one line, a stage with no Supabase URL; deploy also one whose reserved
+# concurrency the AWS account cannot grant.
+package: install llvm-strip ## Build the zips and package the stack, no AWS needed: STAGE=dev
 	$(require_stage)
+	$(RUN) python -m infra.stage check --offline --stage $(STAGE)$(region_option)
 	$(RUN) python -m infra.package build
 	$(RUN) python -m infra.package verify
-	$(SERVERLESS) package --stage $(STAGE)
+	$(SERVERLESS) package --stage $(STAGE)$(region_option)
 
-deploy: install llvm-strip ## Build the zips and deploy: make deploy STAGE=dev
+deploy: install llvm-strip ## Build the zips and deploy: make deploy STAGE=dev [REGION=eu-west-1]
 	$(require_stage)
+	$(RUN) python -m infra.stage check --stage $(STAGE)$(region_option)
 	$(RUN) python -m infra.package build
 	$(RUN) python -m infra.package verify
-	$(SERVERLESS) deploy --stage $(STAGE)
+	$(SERVERLESS) deploy --stage $(STAGE)$(region_option)
 
 secret: install ## Store the pooler URL for STAGE (SECRET=direct: the migrations' URL; SECRET=jwt: the legacy JWT secret)
 	$(require_stage)
-	$(RUN) python -m infra.stage secret --stage $(STAGE) $(if $(filter direct,$(SECRET)),--direct)$(if $(filter jwt,$(SECRET)),--jwt)
+	$(RUN) python -m infra.stage secret --stage $(STAGE)$(region_option) $(if $(filter direct,$(SECRET)),--direct)$(if $(filter jwt,$(SECRET)),--jwt)
 
 remove: install ## Delete the stage's stack, secrets included: make remove STAGE=dev
 	$(require_stage)
-	$(SERVERLESS) remove --stage $(STAGE)
+	$(SERVERLESS) remove --stage $(STAGE)$(region_option)
 
 bench: install llvm-strip ## Measure latency, exchanges, cold start, zip sizes, a burst (minutes; not in CI)
 	$(RUN) python -m tests.bench

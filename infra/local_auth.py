@@ -1,6 +1,6 @@
 """Supabase Auth's token side, locally: a signing key, its JWKS over HTTP, signed tokens.
 
-    python -m infra.local_auth token [--user UUID] [--role authenticated|service_role]
+    python -m infra.local_auth token [--user UUID] [--role authenticated|service_role|anon]
     python -m infra.local_auth token --role service_role \
         --supabase-url https://<ref>.supabase.co --key-file signing-key.json
 
@@ -58,6 +58,9 @@ DEFAULT_AUTH_PORT = 54421
 """Beside the Supabase CLI's ports (54320-54329), not on its API port."""
 DEFAULT_USER_ID = "00000000-0000-4000-8000-00000000000a"
 """`make token`'s user when USER is not given, so that successive calls act as one user."""
+
+ANON_ROLE = "anon"
+ROLES = ("authenticated", "service_role", ANON_ROLE)
 
 TOKEN_LIFETIME_S = 3600
 """Supabase's default access token lifetime."""
@@ -133,19 +136,24 @@ def access_token_claims(
     now: float | None = None,
     lifetime_s: int = TOKEN_LIFETIME_S,
 ) -> dict[str, Any]:
-    """The claims of a Supabase Auth access token for a user signed in with a password."""
+    """The claims of a Supabase Auth access token for a user signed in with a password; for
+    `anon`, a signed-out caller's: no user, so no `sub`, email or session (`user_id` unused)."""
     issued_at = int(time.time() if now is None else now)
-    return {
+    token: dict[str, Any] = {
         "iss": issuer,
-        "sub": user_id,
         "aud": "authenticated",
         "exp": issued_at + lifetime_s,
         "iat": issued_at,
+        "role": role,
+    }
+    if role == ANON_ROLE:
+        return token
+    return token | {
+        "sub": user_id,
         "email": f"user-{user_id[:8]}@example.test",
         "phone": "",
         "app_metadata": {"provider": "email", "providers": ["email"]},
         "user_metadata": {},
-        "role": role,
         "aal": "aal1",
         "amr": [{"method": "password", "timestamp": issued_at}],
         "session_id": str(uuid.uuid4()),
@@ -221,13 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local_auth", description=__doc__)
     parser.add_argument("command", choices=["token"])
     parser.add_argument("--user", default="", help=f"the user's id (default {DEFAULT_USER_ID})")
-    parser.add_argument(
-        "--role", default="authenticated", choices=["authenticated", "service_role"]
-    )
+    parser.add_argument("--role", default="authenticated", choices=ROLES)
     parser.add_argument("--supabase-url", help="the project to sign for (default: the local one)")
     parser.add_argument("--key-file", type=Path, help="a private JWK (default: the local key)")
     parser.add_argument("--lifetime", type=int, default=TOKEN_LIFETIME_S, help="in seconds")
     args = parser.parse_args(argv)
+    if args.user and args.role == ANON_ROLE:
+        sys.stderr.write("an anon token acts for no user: leave USER out\n")
+        return 1
     try:
         user_id = str(uuid.UUID(args.user or DEFAULT_USER_ID))
     except ValueError:

@@ -24,11 +24,13 @@ import argparse
 import sys
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import URL
+from sqlalchemy.exc import DBAPIError
 
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack, config_from_env
@@ -43,6 +45,7 @@ __all__ = [
     "describe",
     "migration_url",
     "new_revision",
+    "refusal",
     "unreachable",
     "upgrade",
 ]
@@ -85,6 +88,16 @@ def unreachable(url: URL, error: BaseException) -> str:
     first_line = (str(orig).strip().splitlines() or ["no reason given"])[0]
     reason = first_line.rsplit("failed: ", 1)[-1].strip()
     return f"Cannot reach the {describe(url)}: {reason}"
+
+
+def refusal(error: DBAPIError) -> str | None:
+    """One line for a statement the migrating role lacks the privilege for (SQLSTATE 42501),
+    with Postgres's hint, which says what to grant; None for any other error."""
+    orig = error.orig
+    if not isinstance(orig, psycopg.errors.InsufficientPrivilege):
+        return None
+    hint = f": {orig.diag.message_hint}" if orig.diag.message_hint else ""
+    return f"{orig.diag.message_primary or 'permission denied'}{hint}"
 
 
 def upgrade(url: str | URL | None = None, revision: str = "heads") -> URL:

@@ -185,11 +185,16 @@ def artifacts_dir(environ: Mapping[str, str] | None = None) -> Path:
     return PROJECT_ROOT / (env.get(ARTIFACTS_DIR_VARIABLE) or "dist")
 
 
-def _uv(*args: str, root: Path = PROJECT_ROOT) -> str:
+def _run_uv(*args: str, root: Path = PROJECT_ROOT) -> subprocess.CompletedProcess[str]:
     """Run the uv pinned in the dev group (beside this interpreter), else the one on PATH."""
     pinned = Path(sys.executable).parent / "uv"
     uv = str(pinned) if pinned.exists() else "uv"
-    done = subprocess.run([uv, *args], cwd=root, capture_output=True, text=True)
+    return subprocess.run([uv, *args], cwd=root, capture_output=True, text=True)
+
+
+def _uv(*args: str, root: Path = PROJECT_ROOT) -> str:
+    """uv's output; a failure stops the build with uv's own message."""
+    done = _run_uv(*args, root=root)
     if done.returncode != 0:
         raise SystemExit(f"uv {args[0]} failed:\n{done.stderr}")
     return done.stdout
@@ -198,7 +203,8 @@ def _uv(*args: str, root: Path = PROJECT_ROOT) -> str:
 def install_dependencies(
     groups: tuple[str, ...], arch: str, python: str, target: Path, root: Path = PROJECT_ROOT
 ) -> None:
-    """Install the locked dependencies of these groups as wheels for Lambda's platform."""
+    """Install the locked dependencies of these groups as wheels for Lambda's platform, from
+    uv's cache when it has them all."""
     group_args = [arg for group in groups for arg in ("--group", group)]
     requirements = _uv(
         "export", "--frozen", "--no-default-groups", *group_args,
@@ -206,11 +212,16 @@ def install_dependencies(
     )  # fmt: skip
     requirements_file = target.with_suffix(".requirements.txt")
     requirements_file.write_text(requirements)
-    _uv(
+    install = (
         "pip", "install", "--quiet", "--no-deps", "--only-binary", ":all:",
         "--python-platform", PLATFORMS[arch], "--python-version", python,
         "--target", str(target), "--requirement", str(requirements_file),
     )  # fmt: skip
+    # From uv's cache alone when it holds every locked wheel, so a rebuild needs no network;
+    # from the index only for what it lacks (a first build, a changed uv.lock).
+    if _run_uv(*install, "--offline", root=root).returncode != 0:
+        shutil.rmtree(target, ignore_errors=True)
+        _uv(*install, root=root)
     for name in ("bin", *RUNTIME_PROVIDED):
         shutil.rmtree(target / name, ignore_errors=True)
     (target / ".lock").unlink(missing_ok=True)  # uv's lock on the target folder

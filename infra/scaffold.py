@@ -49,6 +49,7 @@ from ruamel.yaml.error import CommentMark
 from ruamel.yaml.tokens import CommentToken
 
 from infra import PROJECT_ROOT
+from infra.serverless_config import ConfigError, reserved_concurrency
 
 type Kind = Literal["fastapi", "plain"]
 
@@ -293,8 +294,12 @@ def register(text: str, names: Names, kind: Kind) -> tuple[str, int]:
     removed = [line for line in diff if line.startswith("- ")]
     if removed:
         raise ScaffoldError(f"serverless.yml: the edit would change the line {removed[0][2:]!r}")
-    budget = [defaults[key] for key in [*concurrency, names.concurrency_param]]
-    return edited, sum(value for value in budget if isinstance(value, int))
+    # The sum `make deploy` checks against the account (infra/stage.py), for the default params.
+    try:
+        total = sum(reserved_concurrency(yaml.load(edited)).values())
+    except ConfigError as error:
+        raise ScaffoldError(f"serverless.yml: {error}") from None
+    return edited, total
 
 
 def role_block(names: Names, kind: Kind) -> str:

@@ -3,10 +3,11 @@ transaction pooler (DDL, advisory locks and long transactions belong on a real s
 
 The URL comes from `infra.migrate.upgrade` (a config attribute) or, on Alembic's command line,
 from `infra.migrate.migration_url()`; both end in `shared.database_url.url_for`, so every path,
-`--sql` included, refuses the same URLs with the same message. Refusals and failed connections
-are CommandErrors, which Alembic's command line prints as one line. Migrations act as the login
-role, which owns the tables (`shared.identity.acting_as_login_role`): the platform's driver would
-otherwise switch every transaction to `anon`.
+`--sql` included, refuses the same URLs with the same message. Refusals, failed connections and
+statements the role lacks the privilege for are CommandErrors, which Alembic's command line
+prints as one line. Migrations act as the login role, which owns the tables
+(`shared.identity.acting_as_login_role`): the platform's driver would otherwise switch every
+transaction to `anon`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import pkgutil
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import URL
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 import functions
-from infra.migrate import URL_ATTRIBUTE, unreachable
+from infra.migrate import URL_ATTRIBUTE, refusal, unreachable
 from infra.migrate import migration_url as configured_migration_url
 from shared.database_url import Purpose, url_for
 from shared.db import build_engine
@@ -83,8 +84,13 @@ def run_migrations_online() -> None:
                 raise CommandError(unreachable(url, error)) from None
             with connection:
                 context.configure(connection=connection, target_metadata=Base.metadata)
-                with context.begin_transaction():
-                    context.run_migrations()
+                try:
+                    with context.begin_transaction():
+                        context.run_migrations()
+                except DBAPIError as error:
+                    if refused := refusal(error):
+                        raise CommandError(refused) from None
+                    raise
         finally:
             engine.dispose()
 

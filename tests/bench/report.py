@@ -11,15 +11,18 @@ from tests.bench.exchanges import RequestExchanges
 from tests.bench.ladder import LADDERS, Ladders
 from tests.bench.sizes import ZipSize
 from tests.bench.stats import Ratio, ratio, summarize
+from tests.fixtures.service import FUNCTIONS, uses_fastapi
 
-__all__ = ["Target", "build_report"]
+__all__ = ["Target", "build_report", "zip_size_target"]
 
 PROJECT, RAW, NAIVE = "project", "raw psycopg", "naive FastAPI"
 MIB = 2**20
 # The issue's targets (issue 10), as upper bounds.
 WARM_TARGETS = {"health": 1.10, "connections": 1.10, "items get": 1.25, "items create": 1.25}
 SECRET_OVER_URL_TARGET = 1.3
-ZIPPED_TARGETS = {"items": 10 * MIB, "health": 8 * MIB, "connections": 8 * MIB}
+# Zipped, by kind of function. Kept here, not in the test suite: a size is a figure to watch,
+# and a suite that failed the day a zip shrank past its target would fail its users' CI.
+ZIPPED_TARGETS = {"fastapi": 10 * MIB, "plain": 8 * MIB}
 TARGET_EXCHANGES = {**dict.fromkeys(READ_ROUTES, 1), **dict.fromkeys(WRITE_ROUTES, 2)}
 POOL_SIZE = 5
 
@@ -60,6 +63,12 @@ class _Markdown:
         self.lines.append("|" + "---|" * len(header))
         self.lines += ["| " + " | ".join(row) + " |" for row in rows]
         self.lines.append("")
+
+
+def zip_size_target(arch: str, function: str, size: ZipSize) -> Target:
+    """The zipped size of a function's zip against the target for its kind."""
+    limit = ZIPPED_TARGETS["fastapi" if uses_fastapi(FUNCTIONS[function]) else "plain"]
+    return Target(f"zip {function} ({arch})", round(size.zipped / MIB, 2), limit / MIB, "MiB")
 
 
 def _x(value: Ratio) -> str:
@@ -184,14 +193,11 @@ def build_report(
     rows = []
     for arch, functions in sizes.items():
         for function, size in functions.items():
-            limit = ZIPPED_TARGETS[function]
-            targets.append(
-                Target(f"zip {function} ({arch})", round(size.zipped / MIB, 2), limit / MIB, "MiB")
-            )
+            targets.append(zip_size_target(arch, function, size))
             largest = ", ".join(f"{name} {n / MIB:.1f}" for name, n in size.largest.items())
             rows.append([
                 arch, function, f"{size.zipped / MIB:.1f}", f"{size.unzipped / MIB:.1f}",
-                largest, f"<= {limit / MIB:g}: {targets[-1].verdict()}",
+                largest, f"<= {targets[-1].limit:g}: {targets[-1].verdict()}",
             ])  # fmt: skip
     md.table(["arch", "function", "zipped", "unzipped", "largest", "target"], rows)
 

@@ -6,6 +6,8 @@ When they do not, the failure says what to run: `make migration MSG="..."`.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,9 @@ def test_control_a_missing_migration_fails_and_says_what_to_run(
 
 @pytest.fixture
 def versions_copy(tmp_path: Path) -> Config:
-    """The project's Alembic config, writing new revisions into a copy of the versions."""
+    """The project's Alembic config, writing new revisions into a copy of the versions, below a
+    copy of pyproject.toml, so that ruff lints them with the project's settings."""
+    shutil.copy2(PROJECT_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     versions = tmp_path / "versions"
     shutil.copytree(PROJECT_ROOT / "infra" / "migrations" / "versions", versions)
     config = alembic_config()
@@ -82,6 +86,20 @@ def test_a_function_without_migrations_starts_its_branch_after_the_platform(
     assert (orders.down_revision, orders.dependencies) == (None, "platform_0001")
     with pytest.raises(CommandError, match="FUNCTION=items"):  # two branches now: say which
         new_revision("next", config=versions_copy)
+
+
+def test_a_new_revision_passes_the_projects_lint_as_written(versions_copy: Config) -> None:
+    written = new_revision("create orders", function="orders", config=versions_copy)
+
+    ruff = [sys.executable, "-m", "ruff"]
+    checked = subprocess.run([*ruff, "check", str(written)], capture_output=True, text=True)
+    formatted = subprocess.run(
+        [*ruff, "format", "--check", "--diff", str(written)], capture_output=True, text=True
+    )
+
+    assert checked.returncode == 0, checked.stdout
+    assert formatted.returncode == 0, formatted.stdout
+    assert "import sqlalchemy" not in written.read_text()
 
 
 def test_with_no_function_migrations_a_revision_asks_whose(versions_copy: Config) -> None:

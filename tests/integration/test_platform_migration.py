@@ -22,8 +22,10 @@ from psycopg import sql
 
 from infra.local_stack import LocalStack
 from infra.migrate import alembic_config, upgrade
+from infra.migrate import main as migrate_main
 from shared.database_url import to_sqlalchemy_url
 from tests.fixtures.identities import new_user
+from tests.fixtures.stack import reset_caches
 
 MARKER = f"supabase-own-{uuid.uuid4().hex[:8]}"
 SUPABASE_LIKE_AUTH = f"""
@@ -162,3 +164,55 @@ def memberships(database: LocalStack) -> dict[str, bool]:
             (list(API_ROLES),),
         ).fetchall()
     return dict(rows)
+
+
+@pytest.fixture
+def without_service_role(empty_database: LocalStack) -> Iterator[None]:
+    """The cluster as a new Neon or RDS one is: no service_role (renamed aside, then back;
+    one the test created is dropped with its privileges in the test's database)."""
+    aside = f"service_role_{uuid.uuid4().hex[:8]}"
+    with direct(empty_database) as admin:
+        admin.execute(sql.SQL("ALTER ROLE service_role RENAME TO {}").format(sql.Identifier(aside)))
+    try:
+        yield
+    finally:
+        with direct(empty_database) as admin:
+            if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'service_role'").fetchone():
+                admin.execute("DROP OWNED BY service_role")
+                admin.execute("DROP ROLE service_role")
+            admin.execute(
+                sql.SQL("ALTER ROLE {} RENAME TO service_role").format(sql.Identifier(aside))
+            )
+
+
+def test_a_role_that_may_not_create_bypassrls_roles_is_told_what_to_grant_in_one_line(
+    without_service_role: None,
+    owned_by_a_plain_login_role: LocalStack,
+    empty_database: LocalStack,  # the same database, reached as the superuser
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    database = owned_by_a_plain_login_role
+    login = database.config.user
+    monkeypatch.setenv("DIRECT_DATABASE_URL", database.direct_url())
+    reset_caches()
+    request.addfinalizer(reset_caches)  # before the variable is restored: nothing keeps it
+
+    exit_code = migrate_main([])
+
+    refused = capsys.readouterr().err.splitlines()[-1]
+    assert exit_code == 1
+    assert refused == (
+        f"migrate: role {login} may not create Supabase's API roles (must be superuser to "
+        "create bypassrls users): as a superuser, run once: CREATE ROLE service_role NOLOGIN "
+        f"NOINHERIT BYPASSRLS; GRANT anon, authenticated, service_role TO {login}; then migrate "
+        "again"
+    )
+    with direct(database) as conn:
+        assert conn.execute("SELECT to_regclass('items')").fetchone() == (None,)
+    # What the line says to run, run as a superuser, is enough.
+    statements = refused.split("run once: ", 1)[1].removesuffix("; then migrate again")
+    with direct(empty_database) as admin:
+        admin.execute(statements.encode())  # a script: SQL composed by the migration
+    assert migrate_main([]) == 0

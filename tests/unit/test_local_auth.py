@@ -80,6 +80,27 @@ def test_make_token_without_a_user_acts_as_one_default_user(
     assert verifier.verify(first)["role"] == "authenticated"
 
 
+def test_make_token_role_anon_prints_a_signed_out_token_without_a_user(
+    dev_jwks: JwksServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = local_auth.main(["token", "--role", "anon"])
+    claims = TokenVerifier(dev_jwks.supabase_url).verify(capsys.readouterr().out.strip())
+
+    assert exit_code == 0
+    assert claims["role"] == "anon"
+    assert "sub" not in claims
+    assert "email" not in claims
+
+
+def test_an_anon_token_for_a_user_is_refused(
+    key_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exit_code = local_auth.main(["token", "--role", "anon", "--user", DEFAULT_USER_ID])
+
+    assert exit_code == 1
+    assert capsys.readouterr().err == "an anon token acts for no user: leave USER out\n"
+
+
 def test_a_user_that_is_not_a_uuid_is_refused(
     key_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

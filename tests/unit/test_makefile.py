@@ -111,3 +111,25 @@ def test_make_test_installs_the_browser_the_e2e_tests_drive() -> None:
 
     assert "apt-get install -y -qq chromium" in check
     assert "sudo apt-get install -y chromium" in check  # what a non-root user is told to run
+
+
+@pytest.mark.parametrize(("target", "check"), [("deploy", "check"), ("package", "check --offline")])
+def test_deploy_and_package_check_the_stage_before_building(target: str, check: str) -> None:
+    commands = planned(target, "STAGE=ci")
+    first = next(i for i, command in enumerate(commands) if "python -m infra." in command)
+
+    assert commands[first].endswith(f"python -m infra.stage {check} --stage ci")
+    assert commands[first + 1].endswith("python -m infra.package build")
+
+
+@pytest.mark.parametrize("target", ["deploy", "package", "remove", "secret", "migrate"])
+def test_region_goes_to_serverless_and_every_stage_command_alike(target: str) -> None:
+    aws_commands = [
+        command
+        for command in planned(target, "STAGE=ci", "REGION=eu-west-1")
+        if "infra.stage" in command or "serverless " in command
+    ]
+
+    assert aws_commands
+    assert all("--region eu-west-1" in command for command in aws_commands)
+    assert all("--region" not in command for command in planned(target, "STAGE=ci"))

@@ -69,3 +69,10 @@ def test_pull_requests_run_make_test_and_only_main_deploys() -> None:
     assert "aws-access-key-id" not in WORKFLOW.read_text()
     role_step = next(s for s in steps("deploy") if "configure-aws-credentials" in s.get("uses", ""))
     assert set(role_step["with"]) == {"role-to-assume", "aws-region"}
+
+
+def test_deploy_passes_the_supabase_project_url_from_a_repository_variable() -> None:
+    deploy = workflow()["jobs"]["deploy"]
+
+    assert deploy["env"]["SUPABASE_URL"] == "${{ vars.SUPABASE_URL }}"
+    assert any(step.get("run") == 'make deploy STAGE="$STAGE"' for step in steps("deploy"))

@@ -34,18 +34,36 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = ("platform",)
 depends_on: str | Sequence[str] | None = None
 
+# A role that may not create them (only a superuser may create a BYPASSRLS role) is refused
+# with the statements a superuser runs once, in the message's hint: infra/migrate.py prints it.
 CREATE_MISSING_ROLES = """
 DO $platform$
+DECLARE
+    missing text[] := ARRAY[]::text[];
+    statement text;
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
-        CREATE ROLE anon NOLOGIN NOINHERIT;
+        missing := missing || 'CREATE ROLE anon NOLOGIN NOINHERIT'::text;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
-        CREATE ROLE authenticated NOLOGIN NOINHERIT;
+        missing := missing || 'CREATE ROLE authenticated NOLOGIN NOINHERIT'::text;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'service_role') THEN
-        CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+        missing := missing || 'CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS'::text;
     END IF;
+    BEGIN
+        FOREACH statement IN ARRAY missing LOOP
+            EXECUTE statement;
+        END LOOP;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'insufficient_privilege',
+            MESSAGE = format('role %I may not create Supabase''s API roles (%s)',
+                             current_user, SQLERRM),
+            HINT = format('as a superuser, run once: %s; GRANT anon, authenticated, service_role'
+                          ' TO %I; then migrate again', array_to_string(missing, '; '),
+                          current_user);
+    END;
 END
 $platform$
 """

@@ -144,12 +144,19 @@ class SyncDriver:
         return opened
 
 
+def acting() -> Identity:
+    """The identity the test put in scope, for the asyncio sessions, which take one."""
+    identity = current_identity()
+    assert identity is not None, "driver tests act as a user"
+    return identity
+
+
 class AsyncDriver:
     def write[T](self, scenario: Callable[[Session], T]) -> T:
         from shared.async_sessions import async_session_scope
 
         async def run() -> T:
-            async with async_session_scope(current_identity()) as session:
+            async with async_session_scope(acting()) as session:
                 return await session.run_sync(scenario)
 
         return run_async(run())
@@ -158,7 +165,7 @@ class AsyncDriver:
         from shared.async_sessions import async_read_session
 
         async def run() -> T:
-            async with async_read_session(current_identity()) as session:
+            async with async_read_session(acting()) as session:
                 return await session.run_sync(scenario)
 
         return run_async(run())
@@ -171,7 +178,7 @@ class AsyncDriver:
         from shared.async_sessions import async_session_scope
 
         async def run() -> list[Any]:
-            async with async_session_scope(current_identity()) as session:
+            async with async_session_scope(acting()) as session:
                 return [value async for value in await session.stream_scalars(statement)]
 
         return run_async(run())

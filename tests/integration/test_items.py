@@ -254,13 +254,13 @@ def test_a_caller_who_acts_for_no_user_is_403_and_touches_no_row(
 ) -> None:
     """Items are a user's own rows: anon has no grant on them, and an item needs an owner."""
     token = tokens.token(**NAMES_NO_USER[caller])
-    with acting_as(None):  # the login role: every user's rows
+    with acting_as_login_role():  # every user's rows
         item = create(new_sku()) if "{item_id}" in route else None
         before = item_count()
     path = f"/items/{item['id']}" if item else None
 
     response = invoke(http_event(route, path, token=token, **ITEM_ROUTES[route]))
-    with acting_as(None):
+    with acting_as_login_role():
         after = item_count()
 
     assert response["statusCode"] == 403
@@ -279,7 +279,7 @@ def test_a_service_role_token_that_names_a_user_acts_for_it_over_every_users_ite
     read = invoke(
         http_event("GET /items/{item_id}", path=f"/items/{someone_elses['id']}", token=service)
     )
-    with acting_as(None), autocommit_connection() as conn:
+    with acting_as_login_role(), autocommit_connection() as conn:
         owner = conn.execute(
             select(Item.owner_id).where(Item.id == body_of(created)["id"])
         ).scalar_one()

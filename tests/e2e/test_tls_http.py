@@ -16,7 +16,7 @@ def test_functions_log_in_to_the_pooler_over_tls(api: httpx.Client, database: Lo
 
     response = api.get("/health")
 
-    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "reachable"}
     with database.pgbouncer_log.open("rb") as log:
         log.seek(logged_before)
         lines = log.read().decode(errors="replace").splitlines()

@@ -79,7 +79,7 @@ def test_migrate_reads_the_direct_secret_and_upgrades(
 
     with psycopg.connect(database.direct_url()) as conn:
         versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
-    assert versions == [("0002",)]  # the items head, which depends on the platform's
+    assert versions == [("0003",)]  # the items head, which depends on the platform's
 
 
 def test_migrate_refuses_a_transaction_pooler_secret(

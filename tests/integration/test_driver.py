@@ -41,7 +41,7 @@ from shared.sessions import read_session, session_scope
 from tests.fixtures.identities import new_user
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches
-from tests.integration.test_exchange_counter import SCRAM_LOGIN_EXCHANGES
+from tests.integration.test_exchange_counter import LOGIN_EXCHANGES
 from tests.integration.test_identity_per_transaction import (
     one_server_connection,  # noqa: F401  (a fixture)
     plain_client,
@@ -316,7 +316,7 @@ def test_a_bulk_update_first_in_its_transaction_costs_what_any_write_does(
         driver.write(lambda session: session.execute(update(Item), rows))
 
     [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (SCRAM_LOGIN_EXCHANGES, 2)
+    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, 2)
 
 
 def test_bulk_core_delete_by_primary_key(

@@ -63,7 +63,7 @@ def delete_rows(stack: LocalStack, owner: str) -> None:
 
 def pooler_client(stack: LocalStack, user: Identity) -> psycopg.Connection[Any]:
     """A client of the transaction pooler whose first transaction acts as `user`."""
-    conn = psycopg.connect(stack.pooler_url(), prepare_threshold=None, sslmode="disable")
+    conn = psycopg.connect(stack.pooler_url(), prepare_threshold=None)
     conn.execute(
         "SELECT set_config('role', 'authenticated', true),"
         " set_config('request.jwt.claims', %s, true)",

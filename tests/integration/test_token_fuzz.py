@@ -29,6 +29,7 @@ from functions.connections.handler import handler as connections_handler
 from functions.items.handler import handler as items_handler
 from functions.items.models import Item
 from shared.db import transaction
+from shared.identity import acting_as_login_role
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.tokens import Tokens
 
@@ -197,7 +198,7 @@ def error_records() -> Iterator[_ErrorRecords]:
 def sample_item(tokens: Tokens) -> Iterator[int]:
     """An item of a user of its own, for the routes that name one; the rows the run creates are
     removed after."""
-    with transaction() as conn:
+    with acting_as_login_role(), transaction() as conn:
         last_id = conn.execute(select(func.coalesce(func.max(Item.id), 0))).scalar_one()
     event = http_event(
         "POST /items", body={"sku": new_sku(), "name": "sample"}, token=tokens.token()
@@ -205,7 +206,7 @@ def sample_item(tokens: Tokens) -> Iterator[int]:
     created = items_handler(event, LambdaTestContext())
     assert created["statusCode"] == 201, created
     yield int(body_of(created)["id"])
-    with transaction() as conn:
+    with acting_as_login_role(), transaction() as conn:
         conn.execute(delete(Item).where(Item.id > last_id))
 
 

@@ -126,6 +126,7 @@ PROFILE_REGION, ENV_REGION = "eu-west-1", "eu-north-1"
 @pytest.fixture
 def profile_and_env_disagree(aws: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An AWS profile naming one region, AWS_REGION another, AWS_DEFAULT_REGION unset."""
+    monkeypatch.delenv("DIRECT_DATABASE_URL", raising=False)  # `migrate` reads the secret
     config = tmp_path / "aws-config"
     config.write_text(f"[profile deployer]\nregion = {PROFILE_REGION}\n")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))

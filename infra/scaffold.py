@@ -21,7 +21,7 @@ Writes, from the templates in infra/templates/:
 
 FastAPI is the default: a function usually grows into a resource with several routes, request
 validation and an OpenAPI document, worth FastAPI's extra import time at a cold start; a plain
-handler is the choice for one hot endpoint (README, "Adding a function", has the figures).
+handler is the choice for one hot endpoint (`make bench` measures both kinds).
 
 A bad or taken name is one line on stderr and exit code 2, and nothing is written unless
 everything can be: every file is rendered and serverless.yml edited in memory first, then
@@ -56,8 +56,8 @@ type Kind = Literal["fastapi", "plain"]
 KINDS: tuple[Kind, ...] = get_args(Kind.__value__)
 DEFAULT_KIND: Kind = "fastapi"
 DEFAULT_CONCURRENCY = 10
-"""Reserved concurrency of a new function: pooler clients it may hold at once (README,
-"Connection budget"); raise it in serverless.yml's params when the function needs more."""
+"""Reserved concurrency of a new function: pooler clients it may hold at once
+(docs/deploying.md, "Connection budget"); raise it in serverless.yml's params if needed."""
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ROLES = Path("infra", "cloudformation", "function-roles.yml")
@@ -381,10 +381,10 @@ def main(argv: list[str] | None = None, root: Path = PROJECT_ROOT) -> int:
     names = Names(args.name)
     sys.stdout.write(
         f"GET /{names.path} is served by functions/{args.name}/ (`make dev`); its test: "
-        f"`uv run pytest tests/integration/test_{args.name}.py`. Reserved concurrency "
+        f"`.venv/bin/pytest tests/integration/test_{args.name}.py`. Reserved concurrency "
         f"{names.concurrency_param} = {DEFAULT_CONCURRENCY} makes {scaffold.concurrency_total} "
-        "for all functions: keep it under the pooler's client limit (README, \"Connection "
-        'budget"). What to edit next: README, "Adding a function".\n'
+        "for all functions: keep it under the pooler's client limit (docs/deploying.md, "
+        '"Connection budget"). What to edit next: README, "Adding a function".\n'
     )
     return 0
 

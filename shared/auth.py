@@ -31,7 +31,7 @@ whatever a token holds, a client gets a 401 naming the check, never a 500.
 
 A token that passed every check is remembered (VERIFIED_TOKENS_KEPT of them per process): a
 client sends the same token with every request until it expires, and checking its signature
-again costs more (about 0.3 ms here, for ES256) than the rest of the verification. A remembered
+again costs more (ES256) than the rest of the verification. A remembered
 token is trusted no longer than its `exp` (with the leeway) and no longer than the keys it was
 checked with: until those keys are JWKS_TTL_S old, counted from when they were loaded, and
 only while every reload still lists its `kid`. So a revoked key's tokens are refused from the
@@ -285,7 +285,7 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 
 @lru_cache(maxsize=1)
 def _opener() -> urllib.request.OpenerDirector:
-    """One opener, and so one TLS context (loading the CA bundle takes ~20 ms), per process."""
+    """One opener, and so one TLS context (loading the CA bundle is slow), per process."""
     tls = ssl.create_default_context()
     return urllib.request.build_opener(_RefuseRedirects(), urllib.request.HTTPSHandler(context=tls))
 

@@ -19,14 +19,10 @@ Two ways to read it, one behaviour (same errors, same bounds, same re-reads):
   300 s old (the extension's default TTL) would be the rotated-away password.
 - otherwise boto3 (from the Lambda runtime), whose Secrets Manager client is created while
   Lambda initialises the function (at import, only when a secret ARN is set), so the first
-  request pays one GetSecretValue call, not boto3's import and client (0.4-0.5 s here). Lambda
-  bills INIT too, so this moves the cost, it does not remove it. SnapStart sets no
-  `AWS_SESSION_TOKEN`, so SnapStart functions take this path, with boto3 in the snapshot.
-
-Measured here (import + first request from the read-only zips, medians of 10 interleaved
-runs in `make bench`; README, "Cold start"): through the extension (a stand-in on loopback
-reading from moto's server) 0.99-1.02x the same with `DATABASE_URL`; through boto3 (moto's
-server) 1.37-1.54x.
+  request pays one GetSecretValue call, not boto3's import and client. Lambda bills INIT too,
+  so this moves the cost, it does not remove it (`make bench` compares both paths). SnapStart
+  sets no `AWS_SESSION_TOKEN`, so SnapStart functions take this path, with boto3 in the
+  snapshot.
 
 Errors, on both paths: a secret that is gone, denied or empty is a `ConfigurationError` (500,
 naming no value); throttling, timeouts and an endpoint that does not answer are a 503. The

@@ -21,6 +21,13 @@ SUPABASE_URL = "https://abcdefghijklmnopqrst.supabase.co"
 STACK_TOTAL = read_stage_config(STAGE).total_reserved_concurrency
 
 
+@pytest.fixture(autouse=True)
+def fresh_boto3_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's default session keeps the credentials and profile it first found: forget them,
+    as a new `make` command would, so no earlier test's answer stands in for this one's."""
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+
+
 @pytest.fixture
 def supabase_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPABASE_URL", SUPABASE_URL)

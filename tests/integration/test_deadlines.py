@@ -48,6 +48,11 @@ DEADLINE_S = REMAINING_MS / 1000 - DEADLINE_MARGIN_S
 STATEMENT_TIMEOUT_MS = 1_000
 SLACK_S = 0.3
 """Thread scheduling on a loaded two-core machine, after the deadline has cut the request."""
+CUT_SLACK_S = DEADLINE_MARGIN_S - 0.05
+"""When a fault cuts several clients at once: thread scheduling and tearing down their TLS
+connections (8 clients of a frozen pooler took up to 0.39 s over TLS). What a client must never
+see is Lambda's own timeout, `DEADLINE_MARGIN_S` after the deadline: the answer comes at least
+50 ms before it."""
 
 OUTCOME_UNKNOWN = "commit_outcome_unknown"
 """The only failure after which a row may exist: the connection was lost with COMMIT in flight."""
@@ -91,7 +96,7 @@ def invoke(route: str, **event: Any) -> Answer:
 
 
 def assert_answered_in_time(answer: Answer) -> None:
-    assert answer.elapsed <= DEADLINE_S + SLACK_S, answer
+    assert answer.elapsed <= DEADLINE_S + CUT_SLACK_S, answer
     if answer.status == 503:
         assert answer.headers["retry-after"] == str(RETRY_AFTER_SECONDS)
         assert answer.body["code"] in ("service_unavailable", OUTCOME_UNKNOWN)

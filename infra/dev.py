@@ -41,8 +41,8 @@ from infra.local_auth import (
 )
 from infra.migrate import upgrade
 from infra.offline import CorsOriginsError, start_offline, stop_offline, wait_until_serving
-from shared.auth import TokenVerifier
-from shared.errors import AuthConfigError
+from shared._errors import AuthConfigError
+from shared._tokens import TokenVerifier
 
 logger = logging.getLogger("dev")
 

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from infra import PROJECT_ROOT
-from shared.settings import Settings, env_file
+from shared._settings import Settings, env_file
 
 __all__ = [
     "DEFAULT_USER_ID",

@@ -2,7 +2,7 @@
 
     python -m infra.migrate     # `make migrate`
 
-The URL is `shared.database_url.url_for(Purpose.MIGRATIONS)`: DIRECT_DATABASE_URL from the
+The URL is `shared._database_url.url_for(Purpose.MIGRATIONS)`: DIRECT_DATABASE_URL from the
 environment or `.env`, read as the functions read their settings. When neither that nor
 DATABASE_URL is set anywhere, the local stack of `make dev` / `make stack-up`. The database
 migrated is named (host, port, database; never the password) before anything runs, and a
@@ -34,9 +34,9 @@ from sqlalchemy.exc import DBAPIError
 
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack, config_from_env
-from shared.database_url import Purpose, url_for
-from shared.errors import DatabaseConfigError
-from shared.settings import get_settings
+from shared._database_url import Purpose, url_for
+from shared._errors import DatabaseConfigError
+from shared._settings import get_settings
 
 __all__ = [
     "PLATFORM_BRANCH",

@@ -17,7 +17,7 @@ auth-secrets.yml), so `serverless deploy` must have run once. Values are read fr
 prompt that does not echo on a terminal), never from arguments that would land in shell
 history.
 
-Which URL may serve which purpose is decided by `shared.database_url.url_for`, as for every
+Which URL may serve which purpose is decided by `shared._database_url.url_for`, as for every
 other path. `migrate` reads DIRECT_DATABASE_URL from the environment only, never from `.env`:
 `.env` describes the machine's own database, not the stage's.
 """
@@ -38,9 +38,9 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from infra.migrate import describe, upgrade
 from infra.package import read_service
 from infra.serverless_config import ConfigError, StageConfig, read_stage_config
-from shared.database_url import Purpose, url_for
-from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
-from shared.secrets import parse_secret
+from shared._database_url import Purpose, url_for
+from shared._errors import DatabaseConfigError, DatabaseSecretNotSetError
+from shared._secrets import parse_secret
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient

@@ -2,9 +2,9 @@
 Lambda/HTTP boundary, FastAPI glue, secrets, logs. No function's own domain lives here.
 
 Every handler imports this package, so SnapStart's runtime hooks are registered here (a no-op
-outside Lambda's runtimes; see shared/snapstart.py).
+outside Lambda's runtimes; see shared/_snapstart.py).
 """
 
-from shared.snapstart import register_hooks
+from shared._snapstart import register_hooks
 
 register_hooks()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import ENV_FILE_VARIABLE, get_settings
+from shared._settings import ENV_FILE_VARIABLE, get_settings
 
 pytest_plugins = [
     "tests.fixtures.aws",

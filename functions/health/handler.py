@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from shared.http import plain_handler
+from shared._boundary import plain_handler
 
 
 @plain_handler

@@ -6,8 +6,8 @@ from fastapi import FastAPI
 from mangum import Mangum
 
 from functions.items.routes import router
-from shared.api import install_error_handlers
-from shared.http import lambda_boundary
+from shared._boundary import lambda_boundary
+from shared._fastapi_app import install_error_handlers
 
 # API Gateway only routes what serverless.yml declares, so the docs pages could not be reached.
 app = FastAPI(title="Items API", openapi_url=None, docs_url=None, redoc_url=None)

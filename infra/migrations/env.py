@@ -2,11 +2,11 @@
 transaction pooler (DDL, advisory locks and long transactions belong on a real session).
 
 The URL comes from `infra.migrate.upgrade` (a config attribute) or, on Alembic's command line,
-from `infra.migrate.migration_url()`; both end in `shared.database_url.url_for`, so every path,
+from `infra.migrate.migration_url()`; both end in `shared._database_url.url_for`, so every path,
 `--sql` included, refuses the same URLs with the same message. Refusals, failed connections and
 statements the role lacks the privilege for are CommandErrors, which Alembic's command line
 prints as one line. Migrations act as the login role, which owns the tables
-(`shared.identity.acting_as_login_role`): the platform's driver would otherwise switch every
+(`shared._identity.acting_as_login_role`): the platform's driver would otherwise switch every
 transaction to `anon`.
 """
 
@@ -24,12 +24,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 import functions
 from infra.migrate import URL_ATTRIBUTE, refusal, unreachable
 from infra.migrate import migration_url as configured_migration_url
-from shared.database_url import Purpose, url_for
-from shared.db import build_engine
-from shared.errors import DatabaseConfigError
-from shared.identity import acting_as_login_role
-from shared.models import Base
-from shared.settings import ConnectionMode, get_settings
+from shared._database_url import Purpose, url_for
+from shared._engine import build_engine
+from shared._errors import DatabaseConfigError
+from shared._identity import acting_as_login_role
+from shared._models import Base
+from shared._settings import ConnectionMode, get_settings
 
 
 def import_function_models() -> None:

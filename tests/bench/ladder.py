@@ -6,8 +6,8 @@ interleaved rounds, so the differences of their medians say what each layer cost
 `GET /items/{id}` (FastAPI):
 1. raw psycopg: connect, SELECT, close (the warm table's reference);
 2. acting as the user: the same SELECT after one `set_config` of the statement timeout, role
-   and claims, in one pipeline, as `shared.driver` sends it (what row-level security needs);
-3. asyncio: `shared.driver.AsyncPoolerConnection`, as the FastAPI functions connect;
+   and claims, in one pipeline, as `shared._driver` sends it (what row-level security needs);
+3. asyncio: `shared._driver.AsyncPoolerConnection`, as the FastAPI functions connect;
 4. SQLAlchemy Core: the project's asyncio engine (NullPool, its events, the deadline watch);
 5. the ORM: `session.get(Item, id)` in `async_read_session`, as the route reads;
 6. the function: token check, FastAPI, Mangum, the Lambda boundary and its log lines.
@@ -15,7 +15,7 @@ interleaved rounds, so the differences of their medians say what each layer cost
 `GET /health` (a plain handler):
 1. raw psycopg: connect, SELECT 1, close;
 2. acting as anon: one `set_config` of the statement timeout, role `anon` and its claims
-   pipelined with the SELECT, as `shared.driver` sends a single read with no identity;
+   pipelined with the SELECT, as `shared._driver` sends a single read with no identity;
 3. SQLAlchemy Core: `autocommit_connection()` on the project's engine, within a deadline;
 4. the function: the Lambda boundary (event check, request id in the logs, JSON answer).
 """
@@ -31,12 +31,12 @@ import psycopg
 from sqlalchemy import text
 
 from functions.items.models import Item
-from shared.async_sessions import async_read_session
-from shared.db import autocommit_connection, get_async_engine
-from shared.deadline import invocation_deadline
-from shared.driver import AsyncPoolerConnection
-from shared.identity import ANONYMOUS, acting_as
-from shared.settings import get_settings
+from shared._deadline import invocation_deadline
+from shared._driver import AsyncPoolerConnection
+from shared._engine import autocommit_connection, get_async_engine
+from shared._identity import ANONYMOUS, acting_as
+from shared._sessions import async_read_session
+from shared._settings import get_settings
 from tests.bench.contenders import (
     ITEM_COLUMNS,
     RAW_CONNECT_ARGS,

@@ -16,7 +16,7 @@ import psycopg
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack, StackConfig, start, stop
 from infra.migrate import upgrade
-from shared.identity import Identity
+from shared._identity import Identity
 
 __all__ = ["BENCH_USER", "POOL_SIZE", "RESULTS_DIR", "bench_stack", "seed_items"]
 

@@ -24,13 +24,13 @@ from urllib.parse import quote, quote_plus
 import boto3
 import pytest
 
-import shared.secrets
+import shared._secrets
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
 from infra.local_stack import LocalStack
-from shared.db import get_engine
-from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
-from shared.secrets import secrets_manager_client
+from shared._engine import get_engine
+from shared._errors import DatabaseConfigError, DatabaseSecretNotSetError
+from shared._secrets import secrets_manager_client
 from tests.fixtures.lambda_events import FunctionOutput, LambdaTestContext, body_of, http_event
 from tests.fixtures.secrets_extension import SecretsExtension, serve_secrets_extension
 from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
@@ -104,7 +104,7 @@ def secrets(
 @pytest.fixture
 def interval_passed(monkeypatch: pytest.MonkeyPatch) -> None:
     """As if the instance last read the secret longer ago than the refresh interval."""
-    monkeypatch.setattr(shared.secrets, "MIN_REFRESH_INTERVAL_S", 0.0)
+    monkeypatch.setattr(shared._secrets, "MIN_REFRESH_INTERVAL_S", 0.0)
 
 
 def pooler_url(stack: LocalStack, password: str) -> str:
@@ -172,7 +172,7 @@ def test_wrong_password_costs_one_failed_login_and_no_read_within_the_interval(
     reads_while_wrong = secrets.reads
     secrets.rotate(arn, stack.pooler_url())
     within_interval = health()["statusCode"]  # the price of the bound: no read yet
-    monkeypatch.setattr(shared.secrets, "MIN_REFRESH_INTERVAL_S", 0.0)
+    monkeypatch.setattr(shared._secrets, "MIN_REFRESH_INTERVAL_S", 0.0)
     after_interval = health()["statusCode"]
 
     assert statuses == [503] * 5
@@ -314,9 +314,9 @@ def test_silent_secrets_manager_is_503_after_two_short_attempts(
 
     assert response["statusCode"] == 503
     assert response["headers"]["Retry-After"]
-    assert len(silent_secrets_manager) == shared.secrets.MAX_ATTEMPTS == 2
+    assert len(silent_secrets_manager) == shared._secrets.MAX_ATTEMPTS == 2
     # Two read timeouts and one backoff of at most a second, with slack for a busy machine.
-    assert elapsed < 2 * shared.secrets.READ_TIMEOUT_S + 1 + 1.5
+    assert elapsed < 2 * shared._secrets.READ_TIMEOUT_S + 1 + 1.5
 
 
 # --- the canary: no password anywhere, on any error path, with DEBUG logging ----------------

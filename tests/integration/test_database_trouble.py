@@ -24,10 +24,10 @@ from sqlalchemy import text
 
 from infra.local_stack import LocalStack
 from infra.local_stack.certs import ensure_certificates
-from shared.api import SessionDep, install_error_handlers
-from shared.errors import RETRY_AFTER_SECONDS, TLS_NOT_VERIFIED
-from shared.http import lambda_boundary
-from shared.settings import get_settings
+from shared._boundary import lambda_boundary
+from shared._errors import RETRY_AFTER_SECONDS, TLS_NOT_VERIFIED
+from shared._fastapi_app import SessionDep, install_error_handlers
+from shared._settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.service import FUNCTIONS, handler_of, read_route

@@ -32,12 +32,12 @@ from sqlalchemy.util import await_
 
 from functions.items.models import Item
 from infra.local_stack import LocalStack
-from shared import driver as driver_module
-from shared.db import get_async_engine, get_engine, transaction
-from shared.deadline import invocation_deadline
-from shared.driver import TransactionStartRefusedError
-from shared.identity import Identity, acting_as, current_identity
-from shared.sessions import read_session, session_scope
+from shared import _driver as driver_module
+from shared._deadline import invocation_deadline
+from shared._driver import TransactionStartRefusedError
+from shared._engine import get_async_engine, get_engine, transaction
+from shared._identity import Identity, acting_as, current_identity
+from shared._sessions import read_session, session_scope
 from tests.fixtures.identities import new_user
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches
@@ -153,7 +153,7 @@ def acting() -> Identity:
 
 class AsyncDriver:
     def write[T](self, scenario: Callable[[Session], T]) -> T:
-        from shared.async_sessions import async_session_scope
+        from shared._sessions import async_session_scope
 
         async def run() -> T:
             async with async_session_scope(acting()) as session:
@@ -162,7 +162,7 @@ class AsyncDriver:
         return run_async(run())
 
     def read[T](self, scenario: Callable[[Session], T]) -> T:
-        from shared.async_sessions import async_read_session
+        from shared._sessions import async_read_session
 
         async def run() -> T:
             async with async_read_session(acting()) as session:
@@ -175,7 +175,7 @@ class AsyncDriver:
         return list(session.execute(statement.execution_options(stream_results=True)))
 
     def stream_scalars(self, statement: Any) -> list[Any]:
-        from shared.async_sessions import async_session_scope
+        from shared._sessions import async_session_scope
 
         async def run() -> list[Any]:
             async with async_session_scope(acting()) as session:

@@ -22,10 +22,10 @@ from sqlalchemy import text
 
 from functions.items.models import Item
 from infra.local_stack import LocalStack
-from shared.db import get_engine, transaction
-from shared.errors import RETRY_AFTER_SECONDS, ErrorResponse, error_response
-from shared.identity import ANONYMOUS, acting_as, acting_as_login_role
-from shared.sessions import session_scope
+from shared._engine import get_engine, transaction
+from shared._errors import RETRY_AFTER_SECONDS, ErrorResponse, error_response
+from shared._identity import ANONYMOUS, acting_as, acting_as_login_role
+from shared._sessions import session_scope
 from tests.fixtures.pgbouncer import pooler_settings
 from tests.fixtures.stack import reset_caches
 
@@ -56,7 +56,7 @@ def error_of(run: Callable[[], object]) -> BaseException:
 
 def mapped(exc: BaseException, caplog: pytest.LogCaptureFixture) -> ErrorResponse:
     """The response for the error, with its log lines captured and checked for values."""
-    with caplog.at_level(logging.DEBUG, logger="shared.errors"):
+    with caplog.at_level(logging.DEBUG, logger="shared._errors"):
         response = error_response(exc)
     assert MARKER not in str(response.body)
     assert MARKER not in caplog.text
@@ -69,7 +69,7 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 
 def logged_at(caplog: pytest.LogCaptureFixture) -> list[int]:
-    return [record.levelno for record in caplog.records if record.name == "shared.errors"]
+    return [record.levelno for record in caplog.records if record.name == "shared._errors"]
 
 
 def new_sku() -> str:
@@ -195,8 +195,8 @@ def test_not_null_violation_is_a_500_logged_with_the_column_and_project_frame(
     assert record.sqlstate == "23502"  # type: ignore[attr-defined]
     assert record.column == "name"  # type: ignore[attr-defined]
     assert record.table == "items"  # type: ignore[attr-defined]
-    # The commit in shared.sessions, not the driver's or SQLAlchemy's frame.
-    assert record.raised_at.startswith("shared.sessions:")  # type: ignore[attr-defined]
+    # The commit in shared._sessions, not the driver's or SQLAlchemy's frame.
+    assert record.raised_at.startswith("shared._sessions:")  # type: ignore[attr-defined]
 
 
 def test_other_programming_errors_are_a_500_logged_without_the_message(

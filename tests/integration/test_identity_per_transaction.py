@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from infra.local_stack import LocalStack
 from infra.migrate import upgrade
-from shared.db import transaction
+from shared._engine import transaction
 from tests.fixtures.identities import Acting, new_user
 from tests.fixtures.lambda_events import body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings, show_for

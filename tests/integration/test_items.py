@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from functions.items.handler import handler
 from functions.items.models import Item
-from shared.auth import NEEDS_USER
-from shared.db import autocommit_connection
-from shared.identity import acting_as_login_role
+from shared._engine import autocommit_connection
+from shared._identity import acting_as_login_role
+from shared._tokens import NEEDS_USER
 from tests.fixtures.lambda_events import (
     LambdaTestContext,
     body_of,

@@ -22,8 +22,8 @@ from functions.items.handler import handler
 from functions.items.models import Item
 from functions.items.routes import owned_page
 from infra.local_stack import LocalStack
-from shared.identity import Identity, acting_as
-from shared.sessions import read_session
+from shared._identity import Identity, acting_as
+from shared._sessions import read_session
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 
 OTHER_OWNERS_ROWS = 100_000

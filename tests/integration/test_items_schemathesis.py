@@ -23,8 +23,8 @@ from sqlalchemy import delete, func, select
 
 from functions.items.handler import app, handler
 from functions.items.models import Item
-from shared.db import transaction
-from shared.identity import acting_as_login_role
+from shared._engine import transaction
+from shared._identity import acting_as_login_role
 from tests.fixtures.lambda_http import lambda_session
 from tests.fixtures.tokens import Tokens
 

@@ -145,7 +145,7 @@ def test_non_http_or_malformed_event_is_400_logged_once_as_a_warning(
     output, records = quiet_check()
 
     assert assert_json_error(response, 400)["code"] == "invalid_event"
-    assert [(r.name, r.levelname) for r in records] == [("shared.http", "WARNING")]
+    assert [(r.name, r.levelname) for r in records] == [("shared._boundary", "WARNING")]
     assert records[0].exc_info is None
     assert not any(mark in output for mark in TRACEBACK_MARKS)
 

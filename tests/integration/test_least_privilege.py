@@ -2,7 +2,7 @@
 
 Through the real pooler, `current_user` inside the transaction says whom each path acts as: a
 plain handler, a FastAPI route on the public read session, a FastAPI route that opens a
-transaction of its own, and `shared.db.transaction()` on its own all act as `anon`, which may
+transaction of its own, and `shared._engine.transaction()` on its own all act as `anon`, which may
 not read items; the login role is reached only inside `acting_as_login_role()`. An identity
 left in scope before an invocation (a context variable leaked by earlier code in the same
 process) never reaches its database work: the boundary starts every invocation as `anon`.
@@ -21,10 +21,10 @@ from sqlalchemy import Connection, Row, text
 from sqlalchemy.exc import ProgrammingError
 
 from infra.local_stack import LocalStack
-from shared.api import PublicReadSessionDep, error_responses, install_error_handlers
-from shared.db import transaction
-from shared.http import LambdaHandler, lambda_boundary, plain_handler
-from shared.identity import acting_as, acting_as_login_role
+from shared._boundary import LambdaHandler, lambda_boundary, plain_handler
+from shared._engine import transaction
+from shared._fastapi_app import PublicReadSessionDep, error_responses, install_error_handlers
+from shared._identity import acting_as, acting_as_login_role
 from tests.fixtures.identities import new_user, service_role
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 

@@ -22,9 +22,9 @@ from alembic.util import CommandError
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
 from infra.migrate import alembic_config, upgrade
-from shared.database_url import MIGRATIONS_NEED_A_SESSION
-from shared.errors import DatabaseConfigError
-from shared.settings import get_settings
+from shared._database_url import MIGRATIONS_NEED_A_SESSION
+from shared._errors import DatabaseConfigError
+from shared._settings import get_settings
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import TEST_PASSWORD, free_port
 

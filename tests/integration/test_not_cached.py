@@ -12,7 +12,7 @@ import pytest
 from functions.connections.handler import handler as connections_handler
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
-from shared.http import LambdaHandler, json_response, lambda_boundary
+from shared._boundary import LambdaHandler, json_response, lambda_boundary
 from tests.fixtures.lambda_events import LambdaTestContext, http_event, rest_event
 from tests.fixtures.tokens import Tokens
 

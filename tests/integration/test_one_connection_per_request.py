@@ -25,8 +25,8 @@ from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
 from functions.items.models import Item
 from infra.local_stack import LocalStack
-from shared.db import autocommit_connection, get_engine, transaction
-from shared.identity import ANONYMOUS, Identity, acting_as, acting_as_login_role
+from shared._engine import autocommit_connection, get_engine, transaction
+from shared._identity import ANONYMOUS, Identity, acting_as, acting_as_login_role
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.service import handler_for

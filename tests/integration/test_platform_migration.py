@@ -23,7 +23,7 @@ from psycopg import sql
 from infra.local_stack import LocalStack
 from infra.migrate import alembic_config, upgrade
 from infra.migrate import main as migrate_main
-from shared.database_url import to_sqlalchemy_url
+from shared._database_url import to_sqlalchemy_url
 from tests.fixtures.identities import new_user
 from tests.fixtures.stack import reset_caches
 

@@ -15,9 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import InternalError
 
 from functions.items.models import Item
-from shared.async_sessions import async_read_session
-from shared.identity import Identity
-from shared.sessions import ReadOnlySessionError, read_session, session_scope
+from shared._identity import Identity
+from shared._sessions import ReadOnlySessionError, async_read_session, read_session, session_scope
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 

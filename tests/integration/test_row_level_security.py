@@ -1,7 +1,7 @@
 """The items policies themselves, in SQL through the pooler, as any client acting as a user runs.
 
 Each check runs in one transaction that is rolled back: it switches to a user the way
-`shared.driver` does (`set_config('role', ...)` and `request.jwt.claims`, transaction-local),
+`shared._driver` does (`set_config('role', ...)` and `request.jwt.claims`, transaction-local),
 so it tests the policies and grants, not the project's code. The control removes row-level
 security from the table inside its own transaction and must find every violation.
 """
@@ -16,7 +16,7 @@ import pytest
 from psycopg import errors
 
 from infra.local_stack import LocalStack
-from shared.identity import ANONYMOUS, Identity
+from shared._identity import ANONYMOUS, Identity
 from tests.fixtures.identities import new_user, service_role
 
 VIOLATIONS = [

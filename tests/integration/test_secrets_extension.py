@@ -20,13 +20,13 @@ from typing import Any
 import boto3
 import pytest
 
-import shared.secrets
+import shared._secrets
 from functions.health.handler import handler as health_handler
 from infra import PROJECT_ROOT
 from infra.local_stack import LocalStack
-from shared import snapstart
-from shared.errors import ConfigurationError, DatabaseUnavailableError
-from shared.secrets import (
+from shared import _snapstart as snapstart
+from shared._errors import ConfigurationError, DatabaseUnavailableError
+from shared._secrets import (
     EXTENSION_PORT_VARIABLE,
     SESSION_TOKEN_VARIABLE,
     extension_configured,
@@ -138,7 +138,7 @@ def test_a_missing_secret_is_a_500_from_moto_itself(extension: SecretsExtension)
 def test_a_silent_extension_is_a_503_within_the_timeout(
     extension: SecretsExtension, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shared.secrets, "EXTENSION_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(shared._secrets, "EXTENSION_TIMEOUT_S", 0.5)
     extension.stall.set()
 
     started = time.monotonic()

@@ -17,7 +17,7 @@ import pytest
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
 from infra.local_stack import LocalStack
-from shared import snapstart
+from shared import _snapstart as snapstart
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches

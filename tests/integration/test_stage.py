@@ -12,7 +12,7 @@ import pytest
 
 from infra.local_stack import LocalStack
 from infra.stage import StageError, main, migrate, put_secret, secret_name
-from shared.database_url import MIGRATIONS_NEED_A_SESSION
+from shared._database_url import MIGRATIONS_NEED_A_SESSION
 
 STAGE = "ci"
 SUPABASE_POOLER = (

@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from infra.local_stack import LocalStack
-from shared.db import autocommit_connection
-from shared.settings import get_settings
+from shared._engine import autocommit_connection
+from shared._settings import get_settings
 
 
 def conninfo_option(conn: psycopg.Connection[object], keyword: str) -> str | None:

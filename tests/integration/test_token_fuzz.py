@@ -28,8 +28,8 @@ from sqlalchemy import delete, func, select
 from functions.connections.handler import handler as connections_handler
 from functions.items.handler import handler as items_handler
 from functions.items.models import Item
-from shared.db import transaction
-from shared.identity import acting_as_login_role
+from shared._engine import transaction
+from shared._identity import acting_as_login_role
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.tokens import Tokens
 

@@ -24,8 +24,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from infra.local_stack import LocalStack
-from shared.db import build_engine
-from shared.settings import get_settings
+from shared._engine import build_engine
+from shared._settings import get_settings
 from tests.fixtures.pgbouncer import admin_console, show
 from tests.fixtures.stack import TEST_POOL_SIZE
 

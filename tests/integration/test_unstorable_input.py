@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from functions.items.handler import handler
-from shared.db import autocommit_connection
+from shared._engine import autocommit_connection
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows

@@ -77,7 +77,7 @@ def test_a_shared_module_edited_after_the_build_makes_every_zip_stale(
     project = copy_project(tmp_path / "project")
     verify(deployable, service=read_service(project / "serverless.yml"))
 
-    with (project / "shared" / "errors.py").open("a") as source:
+    with (project / "shared" / "_errors.py").open("a") as source:
         source.write("\n# edited after the build\n")
 
     message = refusal(deployable, project)

@@ -2,7 +2,7 @@
 
 On (the default), every function gets AWS's layer for the stack's architecture, resolved by
 CloudFormation from AWS's public parameter (so any region), the port that tells
-shared/secrets.py to use it, its cache off and a bound on its calls to Secrets Manager. Off,
+shared/_secrets.py to use it, its cache off and a bound on its calls to Secrets Manager. Off,
 no layer and an empty port: boto3 reads the secrets. Both package with no credentials and
 pass cfn-lint. What this cannot show offline: that the layer starts and answers on Lambda.
 """
@@ -17,7 +17,7 @@ import yaml
 
 from infra import PROJECT_ROOT
 from infra.package import PLATFORMS
-from shared.secrets import EXTENSION_PORT_VARIABLE
+from shared._secrets import EXTENSION_PORT_VARIABLE
 from tests.fixtures.service import SERVICE
 from tests.package.templates import cfn_lint, packaged_both_ways
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import Settings
+from shared._settings import Settings
 from tests.fixtures.service import SERVICE, verifies_tokens
 from tests.package.templates import STAGE, cfn_lint, serverless_package
 
@@ -218,5 +218,5 @@ def test_a_stage_names_its_supabase_project_and_may_opt_into_the_legacy_secret(
         assert variables["SUPABASE_URL"] == "https://abcdefghijklmnop.supabase.co"
         assert variables["SUPABASE_JWT_SECRET_ARN"] == {"Ref": "SupabaseJwtSecret"}
     placeholder = template["Resources"]["SupabaseJwtSecret"]["Properties"]["GenerateSecretString"]
-    # A JSON object: the functions read it as "not set" (shared/auth.py), never as a secret.
+    # A JSON object: the functions read it as "not set" (shared/_tokens.py), never as a secret.
     assert json.loads(placeholder["SecretStringTemplate"])

@@ -16,11 +16,11 @@ from fastapi import FastAPI
 from mangum import Mangum
 from moto.core import enable_iam_authentication
 
-from shared.api import IdentityDep, ServiceRoleDep, error_responses, install_error_handlers
-from shared.auth import get_verifier
-from shared.http import lambda_boundary, request_header
-from shared.secrets import secrets_manager_client
-from shared.settings import get_settings
+from shared._boundary import lambda_boundary, request_header
+from shared._fastapi_app import IdentityDep, ServiceRoleDep, error_responses, install_error_handlers
+from shared._secrets import secrets_manager_client
+from shared._settings import get_settings
+from shared._tokens import get_verifier
 from tests.fixtures.lambda_events import function_url_event, http_event, rest_event
 from tests.fixtures.lambda_http import lambda_session
 from tests.fixtures.secrets_extension import serve_secrets_extension

@@ -21,18 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from infra.local_auth import SigningKey
-from shared import auth
-from shared.auth import (
-    ANONYMOUS,
-    MIN_FETCH_TIMEOUT_S,
-    TokenVerifier,
-    get_verifier,
-    identity_from_authorization,
-    service_role_only,
-    user_only,
-)
-from shared.deadline import invocation_deadline
-from shared.errors import (
+from shared import _tokens as auth
+from shared._deadline import invocation_deadline
+from shared._errors import (
     RETRY_AFTER_SECONDS,
     AppError,
     AuthConfigError,
@@ -42,7 +33,16 @@ from shared.errors import (
     SigningKeysUnavailableError,
     error_response,
 )
-from shared.settings import get_settings
+from shared._settings import get_settings
+from shared._tokens import (
+    ANONYMOUS,
+    MIN_FETCH_TIMEOUT_S,
+    TokenVerifier,
+    get_verifier,
+    identity_from_authorization,
+    service_role_only,
+    user_only,
+)
 from tests.fixtures.tokens import FORGERIES, Tokens, sign_hs256
 
 LEGACY_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"

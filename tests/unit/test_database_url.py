@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from shared.database_url import (
+from shared._database_url import (
     FUNCTIONS_NEED_THE_POOLER,
     MIGRATIONS_NEED_A_SESSION,
     Purpose,
     to_sqlalchemy_url,
     url_for,
 )
-from shared.errors import DatabaseConfigError
-from shared.settings import ConnectionMode, Settings
+from shared._errors import DatabaseConfigError
+from shared._settings import ConnectionMode, Settings
 
 PASSWORD = "hunter2"
 SUPABASE = "postgres://postgres.ref:hunter2@aws-0-eu-central-1.pooler.supabase.com"

@@ -9,10 +9,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy.pool import NullPool, QueuePool
 
-from shared.database_url import detect_mode, to_sqlalchemy_url
-from shared.db import SUPABASE_ROOT_CA, build_engine, pool_size_per_instance
-from shared.errors import DatabaseConfigError
-from shared.settings import ConnectionMode, Settings
+from shared._database_url import detect_mode, to_sqlalchemy_url
+from shared._engine import SUPABASE_ROOT_CA, build_engine, pool_size_per_instance
+from shared._errors import DatabaseConfigError
+from shared._settings import ConnectionMode, Settings
 from tests.fixtures.engines import connect_params
 
 REF = "abcdefghijklmnopqrst"

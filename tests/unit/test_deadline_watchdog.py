@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.deadline import invocation_deadline, watch
+from shared._deadline import invocation_deadline, watch
 
 ON_TIME_S = 0.5
 """How late a shutdown may come: the watchdog is a thread that must get the GIL."""

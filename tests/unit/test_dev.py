@@ -13,7 +13,7 @@ from infra.dev import changed_file, source_snapshot
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A project with one function, the shared package and serverless.yml."""
-    for name in ("functions/orders/handler.py", "shared/db.py", "serverless.yml"):
+    for name in ("functions/orders/handler.py", "shared/_engine.py", "serverless.yml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("# v1\n")
     return tmp_path
@@ -22,7 +22,7 @@ def project(tmp_path: Path) -> Path:
 @pytest.mark.parametrize(
     ("change", "reported"),
     [
-        (lambda root: (root / "shared/db.py").write_text("# v2\n"), "shared/db.py"),
+        (lambda root: (root / "shared/_engine.py").write_text("# v2\n"), "shared/_engine.py"),
         (lambda root: (root / "serverless.yml").write_text("# v2\n"), "serverless.yml"),
         (lambda root: (root / "functions/orders/routes.py").touch(), "functions/orders/routes.py"),
         (
@@ -47,7 +47,7 @@ def test_bytecode_editor_files_and_other_folders_are_not_changes(project: Path) 
     (project / "functions/orders/__pycache__").mkdir()
     (project / "functions/orders/__pycache__/handler.cpython-312.pyc").write_bytes(b"\0")
     (project / "shared/.db.py.swp").write_bytes(b"\0")
-    (project / "shared/db.py~").write_text("# v0\n")
+    (project / "shared/_engine.py~").write_text("# v0\n")
     (project / "tests").mkdir()
     (project / "tests/test_orders.py").write_text("# new\n")
 

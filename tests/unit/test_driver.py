@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from shared.deadline import invocation_deadline
-from shared.driver import _prelude
-from shared.identity import ANONYMOUS, Identity, acting_as, acting_as_login_role
+from shared._deadline import invocation_deadline
+from shared._driver import _prelude
+from shared._identity import ANONYMOUS, Identity, acting_as, acting_as_login_role
 
 USER = Identity(
     "authenticated",

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from shared.errors import (
+from shared._errors import (
     RETRY_AFTER_SECONDS,
     AppError,
     DatabaseConfigError,

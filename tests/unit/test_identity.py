@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.http import LambdaEvent, json_response, lambda_boundary
-from shared.identity import (
+from shared._boundary import LambdaEvent, json_response, lambda_boundary
+from shared._identity import (
     ANONYMOUS,
     Identity,
     acting_as,

@@ -16,7 +16,7 @@ from pathlib import Path
 import boto3
 
 from infra import PROJECT_ROOT
-from shared.settings import ENV_FILE_VARIABLE, Settings, get_settings
+from shared._settings import ENV_FILE_VARIABLE, Settings, get_settings
 from tests.conftest import environment_outside_the_session
 
 HOSTILE_ENV_FILE = """
@@ -81,7 +81,7 @@ def test_control_the_hostile_values_reach_settings_outside_the_tests(tmp_path: P
         [
             sys.executable,
             "-c",
-            "from shared.settings import get_settings; s = get_settings(); "
+            "from shared._settings import get_settings; s = get_settings(); "
             "print(s.db_mode, s.db_instances, s.db_connect_timeout, s.database_secret_arn)",
         ],
         cwd=hostile_folder(tmp_path),

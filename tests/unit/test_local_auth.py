@@ -13,7 +13,7 @@ from jwt.algorithms import ECAlgorithm
 
 from infra import local_auth
 from infra.local_auth import DEFAULT_USER_ID, JwksServer, SigningKey
-from shared.auth import TokenVerifier
+from shared._tokens import TokenVerifier
 from tests.fixtures.tokens import Tokens
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import AppError, DatabaseConfigError, DatabaseSecretNotSetError
-from shared.secrets import parse_secret
+from shared._errors import AppError, DatabaseConfigError, DatabaseSecretNotSetError
+from shared._secrets import parse_secret
 
 URL = "postgresql://postgres.ref:p%40ss@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
 

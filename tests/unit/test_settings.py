@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.pool import NullPool
 
-from shared.db import forget_engines, get_engine
-from shared.settings import ConnectionMode, Settings, get_settings
+from shared._engine import forget_engines, get_engine
+from shared._settings import ConnectionMode, Settings, get_settings
 from tests.fixtures.engines import connect_params
 
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shared import snapstart
-from shared.db import get_engine
-from shared.secrets import EXTENSION_PORT_VARIABLE, SESSION_TOKEN_VARIABLE, secrets_manager_client
-from shared.settings import get_settings
+from shared import _snapstart as snapstart
+from shared._engine import get_engine
+from shared._secrets import EXTENSION_PORT_VARIABLE, SESSION_TOKEN_VARIABLE, secrets_manager_client
+from shared._settings import get_settings
 from tests.fixtures.stack import reset_caches
 
 type Hook = Callable[[], None]

@@ -8,7 +8,7 @@ RDS this creates what row-level security policies written for Supabase need:
   migrations/db/init-scripts/00000000000000-initial-schema.sql);
 - the schema `auth` with `auth.uid()`, `auth.role()` and `auth.jwt()`, with the bodies of
   supabase/auth's migrations 20220224000811_update_auth_functions and
-  20220531120530_add_auth_jwt_function: they read `request.jwt.claims`, which `shared.driver`
+  20220531120530_add_auth_jwt_function: they read `request.jwt.claims`, which `shared._driver`
   sets per transaction. Each is created only when no function of that name exists, so
   Supabase's own (or a later version of it) is never replaced;
 - membership of the migrating role (`current_user`, the functions' login role) in the three

@@ -15,9 +15,9 @@ place that knows what a Lambda invocation is:
   400 in the JSON error shape and logged once as a warning, without a traceback: a plain
   function never answers 200 to an SQS message, and Mangum never sees an event it would
   crash on;
-- whatever the handler raises becomes the mapped JSON error (`shared.errors`): no invocation
+- whatever the handler raises becomes the mapped JSON error (`shared._errors`): no invocation
   raises to the runtime, which would log a traceback and retry asynchronous events;
-- every invocation starts acting as `anon` (`shared.identity`): an identity left in scope by
+- every invocation starts acting as `anon` (`shared._identity`): an identity left in scope by
   anything before it never carries over to the database work of this one.
 
 The checks cover what the handlers and Mangum read from each kind of event, in AWS's
@@ -46,11 +46,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, with_config
 from sqlalchemy import Connection
 
-from shared.db import autocommit_connection
-from shared.deadline import deadline_for
-from shared.errors import AppError, error_response
-from shared.identity import ANONYMOUS, acting_as
-from shared.logs import logger as powertools_logger
+from shared._deadline import deadline_for
+from shared._engine import autocommit_connection
+from shared._errors import AppError, error_response
+from shared._identity import ANONYMOUS, acting_as
+from shared._logs import logger as powertools_logger
 
 __all__ = [
     "InvalidEventError",

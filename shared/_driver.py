@@ -11,14 +11,14 @@ with what it needs, and the server answers them together:
 - in autocommit (single reads): `set_config(..., true)` and the statement share the implicit
   transaction that the protocol's Sync closes: 1 exchange, and the settings end with it.
 
-With an identity in scope (`shared.identity.acting_as`), the same prelude also switches to the
+With an identity in scope (`shared._identity.acting_as`), the same prelude also switches to the
 identity's role and sets `request.jwt.claims`, which Supabase's `auth.uid()` and `auth.jwt()`
 read, both with `set_config(..., true)`: transaction-local, so the next client of the server
 connection starts as the login role with no claims. Those functions read the older per-claim
 settings first (`request.jwt.claim.sub`, `.role`, `.email`, `request.jwt.claim`), which another
 client of the pooler may have left set for the whole session: the prelude sets them too, to
 this identity's values or empty, so nothing it does not set can speak for the transaction. The
-claims travel as bound parameters and the role must be one of `shared.identity.ROLES`; nothing
+claims travel as bound parameters and the role must be one of `shared._identity.ROLES`; nothing
 is spliced into SQL. The statement timeout is set explicitly because `SET ROLE` does not apply
 the target role's own settings. That prelude is one `SELECT`, so it takes the transaction's
 snapshot; a transaction that needs `SET TRANSACTION` gets its isolation level from BEGIN
@@ -57,9 +57,9 @@ from psycopg._queries import PostgresQuery
 from psycopg.abc import Params, PQGen, Query, QueryNoTemplate
 from psycopg.adapt import Transformer
 
-from shared.deadline import remaining_seconds
-from shared.errors import CommitOutcomeUnknownError
-from shared.identity import Identity, current_identity
+from shared._deadline import remaining_seconds
+from shared._errors import CommitOutcomeUnknownError
+from shared._identity import Identity, current_identity
 
 __all__ = ["AsyncPoolerConnection", "PoolerConnection", "TransactionStartRefusedError"]
 

@@ -28,8 +28,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from shared.errors import ServiceUnavailableError
-from shared.settings import get_settings
+from shared._errors import ServiceUnavailableError
+from shared._settings import get_settings
 
 __all__ = [
     "DEADLINE_MARGIN_S",

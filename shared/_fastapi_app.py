@@ -9,7 +9,7 @@ Each route says who it acts as by the dependency it takes:
 - `ServiceRoleDep`: service-only routes; 401 without a valid token, 403 for any token but a
   service_role one (open a session with `async_session_scope(identity)` to act as it).
 
-Kept apart from `shared.errors` so that plain handlers never import FastAPI. `ErrorBody` and
+Kept apart from `shared._errors` so that plain handlers never import FastAPI. `ErrorBody` and
 `error_responses` put the errors a route can answer into the app's OpenAPI document, so the
 document says what the API really answers (the tests check it with schemathesis).
 """
@@ -29,15 +29,15 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.async_sessions import async_read_session, async_session_scope
-from shared.auth import (
+from shared._errors import ErrorResponse, error_response, http_error, invalid_request
+from shared._sessions import async_read_session, async_session_scope
+from shared._tokens import (
     ANONYMOUS,
     Identity,
     identity_from_authorization,
     service_role_only,
     user_only,
 )
-from shared.errors import ErrorResponse, error_response, http_error, invalid_request
 
 __all__ = [
     "ErrorBody",
@@ -261,7 +261,7 @@ class _ErrorsAsJson:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Make every error a JSON body in the shape `shared.errors` defines."""
+    """Make every error a JSON body in the shape `shared._errors` defines."""
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_middleware(_ErrorsAsJson)

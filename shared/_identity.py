@@ -3,7 +3,7 @@
 Row-level security decides which rows a statement sees by `current_user` and by what
 `auth.uid()` / `auth.jwt()` read from the transaction's `request.jwt.claims` setting, as on
 Supabase's Data API. `acting_as(identity)` puts an identity in scope for a block (a request);
-`shared.driver` then starts every transaction begun inside it by switching to that role and
+`shared._driver` then starts every transaction begun inside it by switching to that role and
 setting those claims, transaction-locally and in the same exchange as the first statement, so
 nothing of it outlives the transaction on a server connection that the pooler hands to the next
 client.

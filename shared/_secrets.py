@@ -48,7 +48,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from shared.errors import (
+from shared._errors import (
     ConfigurationError,
     DatabaseConfigError,
     DatabaseSecretNotSetError,

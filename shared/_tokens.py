@@ -19,7 +19,7 @@ take that long to reach them. A `kid` missing from the cache triggers one refetc
 but at most one fetch per MIN_REFETCH_INTERVAL_S whatever the `kid`s, so a flood of made-up
 `kid`s cannot hammer the endpoint; a failed fetch is not retried within that interval either,
 and the requests in between answer 503 at once. A fetch waits AUTH_JWKS_TIMEOUT_S at most and
-never past the request's deadline (`shared.deadline`). An unreachable JWKS is a 503 with
+never past the request's deadline (`shared._deadline`). An unreachable JWKS is a 503 with
 Retry-After, never a 401: the token may be fine. PyJWT's own PyJWKClient does not fit: its
 timeout is fixed per client, not per request; it retries a failed fetch on every request; and
 the empty key set of a project still on the legacy secret is an error to it.
@@ -71,8 +71,9 @@ from urllib.parse import urlsplit
 import jwt
 from jwt import PyJWK
 
-from shared.deadline import remaining_seconds
-from shared.errors import (
+from shared._boundary import LambdaEvent, request_header
+from shared._deadline import remaining_seconds
+from shared._errors import (
     AuthConfigError,
     ConfigurationError,
     ForbiddenError,
@@ -80,10 +81,9 @@ from shared.errors import (
     NotAuthenticatedError,
     SigningKeysUnavailableError,
 )
-from shared.http import LambdaEvent, request_header
-from shared.identity import ANONYMOUS, Identity
-from shared.secrets import read_secret_string
-from shared.settings import get_settings
+from shared._identity import ANONYMOUS, Identity
+from shared._secrets import read_secret_string
+from shared._settings import get_settings
 
 __all__ = [
     "ANONYMOUS",

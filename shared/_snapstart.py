@@ -8,7 +8,7 @@ starts every later cold instance from a copy of that snapshot. So:
   connection: import psycopg's C implementation and the PostgreSQL dialect, create boto3's
   Secrets Manager client when the URL comes from a secret (SnapStart sets no
   `AWS_SESSION_TOKEN`, so the Parameters and Secrets extension cannot be asked: see
-  shared/secrets.py), configure the ORM mappers. Open no connection: a socket in
+  shared/_secrets.py), configure the ORM mappers. Open no connection: a socket in
   the snapshot is dead in every restored copy.
 - after a restore, forget what may have changed since the snapshot or must differ between
   copies: the settings and the engine (built from the secret, which may have been rotated),
@@ -42,8 +42,8 @@ def warm_before_snapshot() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    from shared.secrets import extension_configured, secrets_manager_client
-    from shared.settings import get_settings
+    from shared._secrets import extension_configured, secrets_manager_client
+    from shared._settings import get_settings
 
     for module in WARM_IMPORTS:
         importlib.import_module(module)
@@ -60,8 +60,8 @@ def warm_before_snapshot() -> None:
 
 def refresh_after_restore() -> None:
     """Forget the settings, the engines and the secret's URL, and reseed `random` from the OS."""
-    from shared.db import forget_engines
-    from shared.settings import get_settings
+    from shared._engine import forget_engines
+    from shared._settings import get_settings
 
     get_settings.cache_clear()
     forget_engines()

@@ -21,8 +21,8 @@ from sqlalchemy import URL
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from shared.errors import DatabaseConfigError
-from shared.settings import ConnectionMode, Settings, get_settings
+from shared._errors import DatabaseConfigError
+from shared._settings import ConnectionMode, Settings, get_settings
 
 __all__ = [
     "FUNCTIONS_NEED_THE_POOLER",

@@ -1,6 +1,6 @@
 """Structured JSON logs, with the Lambda request id on every line, from every module.
 
-Handlers get the request id through `shared.http.lambda_boundary`; shared modules keep using
+Handlers get the request id through `shared._boundary.lambda_boundary`; shared modules keep using
 `logging.getLogger(__name__)` and get the same JSON format and request keys, because the
 Powertools handler is copied onto their parent loggers here.
 

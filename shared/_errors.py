@@ -13,7 +13,7 @@
         ├── DatabaseSecretNotSetError
         ├── DatabaseUnavailableError      Secrets Manager throttling or not answering
         ├── SigningKeysUnavailableError   the JWKS or the JWT secret cannot be read now
-        └── DeadlineExceededError         (shared.deadline) no time left to connect
+        └── DeadlineExceededError         (shared._deadline) no time left to connect
 
 Database errors map by SQLSTATE (https://www.postgresql.org/docs/current/errcodes-appendix.html):
 
@@ -32,7 +32,7 @@ Database errors map by SQLSTATE (https://www.postgresql.org/docs/current/errcode
                           undefined table: bugs in the code
 
 A connection lost while COMMIT was in flight (`CommitOutcomeUnknownError`, raised by
-`shared.driver`) is a 503 whose code is `commit_outcome_unknown`: the change may be stored.
+`shared._driver`) is a 503 whose code is `commit_outcome_unknown`: the change may be stored.
 
 Without a SQLSTATE, psycopg's DataError (a value it refuses to send, such as NUL in text) is
 a 422; OperationalError and InterfaceError (cannot connect, pooler full, connection lost) and
@@ -43,7 +43,7 @@ wrong `sslrootcert`, and a certificate that suddenly fails may be someone in the
 
 Insufficient privilege is a 403, not a 500: with row-level security it is how Postgres says
 "this caller may not", the database deciding what the route let through; the route-level
-checks (`shared.api.UserSessionDep`) answer the same 403 earlier, and this one is the net
+checks (`shared._fastapi_app.UserSessionDep`) answer the same 403 earlier, and this one is the net
 behind them, logged at INFO with the table so a missing grant can still be found.
 
 A foreign-key violation is a 409, not a 422: a referenced row that does not exist, or a row
@@ -104,7 +104,7 @@ RETRY_AFTER_SECONDS = 2
 PROJECT_PACKAGES = frozenset({"functions", "shared"})
 """Top-level packages whose frames a 500's log line points at; add your own here."""
 
-NOT_WHERE_BUGS_ARE = frozenset({"shared.driver"})
+NOT_WHERE_BUGS_ARE = frozenset({"shared._driver"})
 """Project modules that only carry statements to the driver: the frame above them is the one."""
 
 logger = logging.getLogger(__name__)

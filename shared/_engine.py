@@ -19,9 +19,9 @@ free, so nothing may outlive a transaction:
 - No startup `options` (PgBouncer rejects them, others drop them) and no plain `SET` or `SET
   ROLE` (they leak to the next client of that server connection): every transaction, single
   reads in autocommit included, sets `statement_timeout` and the role and JWT claims it acts
-  with (`anon` unless a verified caller is in scope: `shared.identity`) transaction-locally,
-  in the same exchange as its first statement (`shared.driver`), never longer than what is
-  left of the invocation's deadline (`shared.deadline`). A read is one exchange with the
+  with (`anon` unless a verified caller is in scope: `shared._identity`) transaction-locally,
+  in the same exchange as its first statement (`shared._driver`), never longer than what is
+  left of the invocation's deadline (`shared._deadline`). A read is one exchange with the
   pooler, a write two.
 - `connect_timeout` well under the Lambda timeout and within the deadline, so an outage
   answers 503 quickly; a connection still waiting when the deadline passes is cut.
@@ -43,7 +43,7 @@ https://www.pgbouncer.org/features.html#sql-feature-map-for-pooling-modes
 
 Session mode and direct connections (stationary servers, migrations) get a `QueuePool` sized
 by `pool_size_per_instance` with pre-ping; prepared statements stay on there, where they are
-safe. ORM sessions live in `shared.sessions` (and `shared.async_sessions` for FastAPI's
+safe. ORM sessions live in `shared._sessions` (and `shared._sessions` for FastAPI's
 `async def` routes, over `get_async_engine()`), so handlers that only need a connection do not
 pay for importing the ORM at cold start.
 """
@@ -61,12 +61,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import URL, Connection, Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
-from shared.database_url import NO_URL, Purpose, detect_mode, to_sqlalchemy_url
-from shared.deadline import DeadlineExceededError, remaining_seconds, watch
-from shared.driver import AsyncPoolerConnection, PoolerConnection
-from shared.errors import DatabaseConfigError
-from shared.secrets import DatabaseSecret
-from shared.settings import ConnectionMode, Settings, get_settings
+from shared._database_url import NO_URL, Purpose, detect_mode, to_sqlalchemy_url
+from shared._deadline import DeadlineExceededError, remaining_seconds, watch
+from shared._driver import AsyncPoolerConnection, PoolerConnection
+from shared._errors import DatabaseConfigError
+from shared._secrets import DatabaseSecret
+from shared._settings import ConnectionMode, Settings, get_settings
 
 if TYPE_CHECKING:  # the asyncio extension needs greenlet, which only FastAPI functions ship
     from sqlalchemy.ext.asyncio import AsyncEngine

@@ -1,10 +1,4 @@
-"""The platform every function shares: settings, engine and sessions, the error mapping, the
-Lambda/HTTP boundary, FastAPI glue, secrets, logs. No function's own domain lives here.
-
-Every handler imports this package, so SnapStart's runtime hooks are registered here (a no-op
-outside Lambda's runtimes; see shared/_snapstart.py).
+"""The platform every function shares. Functions import from its two façades only:
+`shared.plain` for plain Lambda handlers and `shared.fastapi` for FastAPI functions; every other
+module is private. Importing the package does nothing else: no hook, no environment read.
 """
-
-from shared._snapstart import register_hooks
-
-register_hooks()

@@ -1,35 +1,13 @@
-"""The Lambda boundary every function goes through, and JSON responses for plain handlers.
+"""The Lambda boundary every function goes through, the only place that knows what an
+invocation is.
 
-`@lambda_boundary` wraps each function's handler, plain or Mangum's adapter, and is the only
-place that knows what a Lambda invocation is:
-
-- every log line carries the request id (Powertools' `inject_lambda_context`), and no line
-  carries the event: its bearer token and body stay out of the logs even when
-  POWERTOOLS_LOGGER_LOG_EVENT is true;
-- every answer, errors included, says `Cache-Control: no-store` unless the handler set its
-  own: answers are per caller, and a cached readiness check would hide an outage;
-- only HTTP events reach the handler: API Gateway HTTP API (payload 2.0 or 1.0), API Gateway
-  REST API (v1) and Lambda function URLs (payload 2.0). Anything else (a direct invoke with
-  `{}` or `null`, an SQS or S3 event, an envelope with a field missing or of the wrong type,
-  text that cannot be UTF-8, `isBase64Encoded` with a body that is not base64) is answered
-  400 in the JSON error shape and logged once as a warning, without a traceback: a plain
-  function never answers 200 to an SQS message, and Mangum never sees an event it would
-  crash on;
-- whatever the handler raises becomes the mapped JSON error (`shared._errors`): no invocation
-  raises to the runtime, which would log a traceback and retry asynchronous events;
-- every invocation starts acting as `anon` (`shared._identity`): an identity left in scope by
-  anything before it never carries over to the database work of this one.
-
-The checks cover what the handlers and Mangum read from each kind of event, in AWS's
-documented shapes (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html,
-https://docs.aws.amazon.com/lambda/latest/dg/urls-invocation.html). One response shape,
-`statusCode`, `headers`, `body`, `isBase64Encoded`, is what all three integrations expect
-(REST may add `multiValueHeaders`, payload 2.0 `cookies`), so plain handlers answer each kind
-with `json_response`.
-
-`@plain_handler` is the whole stanza of a plain function that reads the database: the boundary,
-one autocommit connection through the pooler as `anon`, and a 200 JSON answer: for public reads
-such as the health check.
+Only HTTP events in AWS's documented shapes (API Gateway HTTP API payload 2.0 and 1.0, REST API,
+function URLs) reach a handler; anything else is a 400, so a plain function never answers 200 to
+an SQS message and Mangum never sees an event it would crash on. Whatever the handler raises
+becomes the mapped JSON error: nothing raises to the runtime, which would log a traceback and
+retry. Every invocation starts acting as `anon`, carries the request id in its logs but never the
+event (it holds the bearer token), and answers `Cache-Control: no-store` unless the handler chose.
+https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
 """
 
 from __future__ import annotations
@@ -44,23 +22,13 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, with_config
-from sqlalchemy import Connection
 
 from shared._deadline import deadline_for
-from shared._engine import autocommit_connection
-from shared._errors import AppError, error_response
+from shared._error_mapping import error_response
+from shared._errors import AppError
 from shared._identity import ANONYMOUS, acting_as
 from shared._logs import logger as powertools_logger
-
-__all__ = [
-    "InvalidEventError",
-    "LambdaEvent",
-    "LambdaResponse",
-    "json_response",
-    "lambda_boundary",
-    "plain_handler",
-    "request_header",
-]
+from shared._snapstart import register_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +219,9 @@ def _never_cached(handler: HttpHandler) -> HttpHandler:
 
 def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
     """Wrap a Lambda handler: request id in the logs, HTTP events only, JSON errors only, and
-    no answer cached."""
+    no answer cached. Registers the SnapStart hooks, where the runtime has them: wrapping a
+    handler is what makes a module a Lambda function, so importing the platform stays inert."""
+    register_hooks()
     handler = _never_cached(handler)
 
     # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: an event holds the caller's
@@ -276,15 +246,3 @@ def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
             return _error(exc)
 
     return boundary
-
-
-def plain_handler(answer: Callable[[Connection], dict[str, Any]]) -> LambdaHandler:
-    """A plain function's Lambda handler: `answer` reads through one autocommit connection and
-    returns the JSON body of a 200; the boundary answers everything else."""
-
-    @wraps(answer)
-    def handler(_event: LambdaEvent, _context: Any) -> LambdaResponse:
-        with autocommit_connection() as conn:
-            return json_response(200, answer(conn))
-
-    return lambda_boundary(handler)

@@ -24,15 +24,6 @@ from sqlalchemy.exc import ArgumentError
 from shared._errors import DatabaseConfigError
 from shared._settings import ConnectionMode, Settings, get_settings
 
-__all__ = [
-    "FUNCTIONS_NEED_THE_POOLER",
-    "MIGRATIONS_NEED_A_SESSION",
-    "Purpose",
-    "detect_mode",
-    "to_sqlalchemy_url",
-    "url_for",
-]
-
 SUPAVISOR_TRANSACTION_PORT = 6543
 
 UNPARSEABLE = (

@@ -31,16 +31,6 @@ from typing import Protocol, runtime_checkable
 from shared._errors import ServiceUnavailableError
 from shared._settings import get_settings
 
-__all__ = [
-    "DEADLINE_MARGIN_S",
-    "DeadlineExceededError",
-    "Watch",
-    "deadline_for",
-    "invocation_deadline",
-    "remaining_seconds",
-    "watch",
-]
-
 DEADLINE_MARGIN_S = 0.5
 """Kept back from Lambda's remaining time to build and return the answer."""
 

@@ -58,10 +58,7 @@ from psycopg.abc import Params, PQGen, Query, QueryNoTemplate
 from psycopg.adapt import Transformer
 
 from shared._deadline import remaining_seconds
-from shared._errors import CommitOutcomeUnknownError
 from shared._identity import Identity, current_identity
-
-__all__ = ["AsyncPoolerConnection", "PoolerConnection", "TransactionStartRefusedError"]
 
 _IDLE = pq.TransactionStatus.IDLE
 
@@ -69,6 +66,14 @@ LEGACY_CLAIMS = ("sub", "role", "email")
 """Claims that Supabase's `auth.*()` functions read from `request.jwt.claim.<name>` first."""
 
 type _AnyConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+
+
+class CommitOutcomeUnknownError(psycopg.OperationalError):
+    """The connection was lost while COMMIT was in flight: the change may or may not be stored.
+
+    Nobody can tell at that moment: a stalled pooler may still deliver the COMMIT after the
+    request has answered. It stays an OperationalError, so SQLAlchemy discards the connection.
+    """
 
 
 class TransactionStartRefusedError(psycopg.NotSupportedError):

@@ -1,138 +1,25 @@
-"""FastAPI glue shared by every FastAPI function: identity and session dependencies, JSON errors.
+"""The FastAPI side of a function: the app factory, its JSON error handlers, the Lambda handler.
 
-Each route says who it acts as by the dependency it takes:
-
-- `PublicReadSessionDep`: public routes, no token asked for; reads as `anon`, which row-level
-  security and grants keep out of every user's rows (a public catalogue, a status page);
-- `ReadSessionDep` / `SessionDep`: a signed-in user's routes; a 401 without a valid access
-  token, then reads (or writes) as that user, so policies decide which rows are theirs;
-- `ServiceRoleDep`: service-only routes; 401 without a valid token, 403 for any token but a
-  service_role one (open a session with `async_session_scope(identity)` to act as it).
-
-Kept apart from `shared._errors` so that plain handlers never import FastAPI. `ErrorBody` and
-`error_responses` put the errors a route can answer into the app's OpenAPI document, so the
-document says what the API really answers (the tests check it with schemathesis).
+Every error answers in the shape `shared._error_mapping` defines; `error_responses` puts the errors
+a route can answer into the OpenAPI document, so it says what the API really answers. Kept apart
+from the plain handlers' modules, so that they never import FastAPI or Mangum.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Security
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from mangum import Mangum
 from pydantic import MISSING, BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared._errors import ErrorResponse, error_response, http_error, invalid_request
-from shared._sessions import async_read_session, async_session_scope
-from shared._tokens import (
-    ANONYMOUS,
-    Identity,
-    identity_from_authorization,
-    service_role_only,
-    user_only,
-)
-
-__all__ = [
-    "ErrorBody",
-    "ErrorDetail",
-    "IdentityDep",
-    "PublicReadSessionDep",
-    "ReadSessionDep",
-    "ServiceRoleDep",
-    "SessionDep",
-    "UserDep",
-    "UserReadSessionDep",
-    "UserSessionDep",
-    "error_responses",
-    "install_error_handlers",
-]
-
-
-# Declares the scheme in the OpenAPI document; the header itself is read as it was sent, so
-# that a missing token and a non-Bearer one get the same answer as in plain handlers.
-_bearer = HTTPBearer(auto_error=False, description="A Supabase Auth access token")
-
-
-async def get_identity(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Identity:
-    """The verified caller: a 401 without a valid Supabase access token.
-
-    `async`: verification is CPU only, except for a JWKS fetch every few minutes per instance
-    (bounded by the request's deadline), so it runs on the loop without a threadpool hop.
-    """
-    return identity_from_authorization(request.headers.get("authorization"))
-
-
-async def get_service_role(identity: Annotated[Identity, Depends(get_identity)]) -> Identity:
-    """The verified caller, who must hold a service_role token: 401 without one, 403 for others."""
-    return service_role_only(identity)
-
-
-IdentityDep = Annotated[Identity, Depends(get_identity)]
-ServiceRoleDep = Annotated[Identity, Depends(get_service_role)]
-
-
-async def get_session(identity: IdentityDep) -> AsyncIterator[AsyncSession]:
-    """A read-write unit of work as the verified caller: every transaction switches to the
-    caller's role and claims, so row-level security decides what it sees and changes."""
-    async with async_session_scope(identity) as session:
-        yield session
-
-
-async def get_read_session(identity: IdentityDep) -> AsyncIterator[AsyncSession]:
-    """A read-only session in autocommit as the verified caller."""
-    async with async_read_session(identity) as session:
-        yield session
-
-
-async def get_public_read_session() -> AsyncIterator[AsyncSession]:
-    """A read-only session in autocommit as `anon`: no token is read, so none is required."""
-    async with async_read_session(ANONYMOUS) as session:
-        yield session
-
-
-# scope="function": commit before the response is sent, so a failed commit is what the client
-# sees, never a success response for data that was not stored. Both take the caller's token:
-# a request without a valid one is a 401 before any database work.
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
-ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
-PublicReadSessionDep = Annotated[AsyncSession, Depends(get_public_read_session, scope="function")]
-
-
-async def get_user(identity: IdentityDep) -> Identity:
-    """The verified caller, who must name a user (`sub`): 401 without a valid token, 403 for an
-    anon token and for a service_role token that names nobody."""
-    return user_only(identity)
-
-
-UserDep = Annotated[Identity, Depends(get_user)]
-
-
-async def get_user_session(identity: UserDep) -> AsyncIterator[AsyncSession]:
-    """`get_session` for routes whose rows belong to users: the caller must name one."""
-    async with async_session_scope(identity) as session:
-        yield session
-
-
-async def get_user_read_session(identity: UserDep) -> AsyncIterator[AsyncSession]:
-    """`get_read_session` for routes whose rows belong to users: the caller must name one."""
-    async with async_read_session(identity) as session:
-        yield session
-
-
-# For per-user resources: a 403 with a clear message, before any database work, where the
-# database would refuse anon's statements (no grant) or store a row with no owner.
-UserSessionDep = Annotated[AsyncSession, Depends(get_user_session, scope="function")]
-UserReadSessionDep = Annotated[AsyncSession, Depends(get_user_read_session, scope="function")]
+from shared._boundary import LambdaHandler, lambda_boundary
+from shared._error_mapping import ErrorResponse, error_response, http_error, invalid_request
 
 
 class ErrorDetail(BaseModel):
@@ -265,3 +152,24 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)
     app.add_middleware(_ErrorsAsJson)
+
+
+def create_app(*routers: APIRouter, title: str) -> FastAPI:
+    """A FastAPI app serving `routers`, every error answered as JSON.
+
+    No docs or OpenAPI routes: API Gateway routes only what serverless.yml declares, so they
+    could not be reached.
+    """
+    app = FastAPI(title=title, openapi_url=None, docs_url=None, redoc_url=None)
+    for router in routers:
+        app.include_router(router)
+    install_error_handlers(app)
+    return app
+
+
+def lambda_handler(app: FastAPI) -> LambdaHandler:
+    """The Lambda handler serving `app`: Mangum behind the boundary.
+
+    `lifespan="off"`: Mangum would otherwise run the ASGI lifespan on every invocation.
+    """
+    return lambda_boundary(Mangum(app, lifespan="off"))

@@ -28,15 +28,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "ANONYMOUS",
-    "ROLES",
-    "Identity",
-    "acting_as",
-    "acting_as_login_role",
-    "current_identity",
-]
-
 ROLES = frozenset({"anon", "authenticated", "service_role"})
 """The roles a request can act as: Supabase's, created elsewhere by the platform migration."""
 

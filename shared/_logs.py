@@ -26,8 +26,6 @@ from functools import partial
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
-__all__ = ["THIRD_PARTY_LOGGERS", "logger"]
-
 THIRD_PARTY_LOGGERS = ("boto3", "botocore", "s3transfer", "urllib3", "psycopg")
 """Libraries whose DEBUG (or INFO) output can include credentials or connection strings."""
 

@@ -59,14 +59,6 @@ from shared._errors import (
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-__all__ = [
-    "MIN_REFRESH_INTERVAL_S",
-    "DatabaseSecret",
-    "extension_configured",
-    "parse_secret",
-    "read_secret_string",
-    "secrets_manager_client",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -17,6 +17,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Hosts that are this machine: the local stack, where plain http and libpq's `prefer` are fine."""
+
 
 class ConnectionMode(StrEnum):
     """How the database is reached; decides the pool and whether statements may be prepared."""

@@ -1,21 +1,8 @@
-"""SnapStart runtime hooks: warm everything before the snapshot, refresh what must be fresh after.
-
-With SnapStart on (`snapStart` in serverless.yml, Python 3.12+, published versions only),
-Lambda runs a function's init once when a version is published, snapshots the memory, and
-starts every later cold instance from a copy of that snapshot. So:
-
-- before the snapshot, do the work every first request would otherwise do and that holds no
-  connection: import psycopg's C implementation and the PostgreSQL dialect, create boto3's
-  Secrets Manager client when the URL comes from a secret (SnapStart sets no
-  `AWS_SESSION_TOKEN`, so the Parameters and Secrets extension cannot be asked: see
-  shared/_secrets.py), configure the ORM mappers. Open no connection: a socket in
-  the snapshot is dead in every restored copy.
-- after a restore, forget what may have changed since the snapshot or must differ between
-  copies: the settings and the engine (built from the secret, which may have been rotated),
-  and `random`'s state (every copy would otherwise draw the same numbers).
-
-The hooks are registered through `snapshot_restore_py`, which Lambda's Python runtimes
-provide; where it does not exist (tests, local runs, other servers) nothing is registered.
+"""SnapStart runtime hooks: warm what holds no connection before the snapshot, and forget after
+a restore what may have changed since or must differ between copies (settings, engines built
+from a secret that may have rotated, `random`'s state). A socket in the snapshot would be dead in
+every copy, so nothing connects. Registered by `lambda_boundary` through Lambda's
+`snapshot_restore_py`; where that module does not exist (tests, local runs) nothing is.
 https://docs.aws.amazon.com/lambda/latest/dg/snapstart-runtime-hooks-python.html
 """
 
@@ -26,8 +13,6 @@ import logging
 import random
 import sys
 from collections.abc import Callable
-
-__all__ = ["refresh_after_restore", "register_hooks", "warm_before_snapshot"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +29,15 @@ def warm_before_snapshot() -> None:
 
     from shared._secrets import extension_configured, secrets_manager_client
     from shared._settings import get_settings
+    from shared._signing_keys import tls_opener
 
     for module in WARM_IMPORTS:
         importlib.import_module(module)
-    if get_settings().database_secret_arn is not None and not extension_configured():
+    settings = get_settings()
+    if settings.database_secret_arn is not None and not extension_configured():
         secrets_manager_client()  # what the first read would otherwise create
+    if (settings.supabase_url or "").startswith("https://"):
+        tls_opener()  # loading the CA bundle is slow; the first JWKS fetch would pay it
     # Creating an engine loads and sets up the dialect; it connects only when used.
     create_engine("postgresql+psycopg://", poolclass=NullPool).dispose()
     if "sqlalchemy.orm" in sys.modules:

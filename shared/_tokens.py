@@ -1,140 +1,55 @@
 """Who a request acts as: a Supabase access token, verified here, becomes an `Identity`.
 
-Supabase Auth signs access tokens with the project's signing keys: asymmetric ones (ES256 by
-default, or RS256), whose public halves it publishes at
-`{SUPABASE_URL}/auth/v1/.well-known/jwks.json`, or, on older projects, the legacy shared JWT
-secret (HS256). Both are accepted (https://supabase.com/docs/guides/auth/signing-keys):
-
-- the token's `alg` only picks where its key comes from, and the key decides the algorithm:
-  an asymmetric token is verified with the JWKS key its `kid` names, with that key's own
-  algorithm; an HS256 token only with the legacy secret (SUPABASE_JWT_SECRET_ARN), never
-  with a public key (the algorithm-confusion attack); `none` and anything else is refused;
-- PyJWT then checks the signature, `exp` and `nbf` (with CLOCK_SKEW_S of leeway), `iss` (the
-  project's `/auth/v1`) and `aud` (`authenticated`); last, `role` must be one of ROLES, the
-  Postgres roles a token may act as, and an `authenticated` token must name its user (`sub`).
-
-Keys are kept per process, so per Lambda instance. The JWKS for JWKS_TTL_S: Supabase's edge
-caches it for 10 minutes and asks verifiers not to keep it much longer, or revoking a key would
-take that long to reach them. A `kid` missing from the cache triggers one refetch (a rotation),
-but at most one fetch per MIN_REFETCH_INTERVAL_S whatever the `kid`s, so a flood of made-up
-`kid`s cannot hammer the endpoint; a failed fetch is not retried within that interval either,
-and the requests in between answer 503 at once. A fetch waits AUTH_JWKS_TIMEOUT_S at most and
-never past the request's deadline (`shared._deadline`). An unreachable JWKS is a 503 with
-Retry-After, never a 401: the token may be fine. PyJWT's own PyJWKClient does not fit: its
-timeout is fixed per client, not per request; it retries a failed fetch on every request; and
-the empty key set of a project still on the legacy secret is an error to it.
-
-Claims are checked for type before their values (`exp`, `nbf`, `iat` numbers; `iss`, `role`
-strings; `sub` a user id; `aud` a string or a list of strings; the header's `alg` and `kid`
-strings), and must be JSON that Postgres can hold, since they become `request.jwt.claims`:
-whatever a token holds, a client gets a 401 naming the check, never a 500.
-
-A token that passed every check is remembered (VERIFIED_TOKENS_KEPT of them per process): a
-client sends the same token with every request until it expires, and checking its signature
-again costs more (ES256) than the rest of the verification. A remembered
-token is trusted no longer than its `exp` (with the leeway) and no longer than the keys it was
-checked with: until those keys are JWKS_TTL_S old, counted from when they were loaded, and
-only while every reload still lists its `kid`. So a revoked key's tokens are refused from the
-first fetch that no longer lists it, at most JWKS_TTL_S after the keys in hand were loaded,
-exactly as without the memo.
-
-A configuration error (the legacy secret missing or denied) is a 500 on every request until it
-is fixed, never a 503: only unavailability (timeouts, 5xx, throttling) means "retry shortly".
-
-The legacy secret is read from Secrets Manager on the first HS256 token and kept as long as the
-JWKS. The stack's placeholder (a JSON object) means it is not set, and HS256 tokens are refused.
-
-No token ever reaches a log line or a response: a rejection logs its reason, nothing else.
+The token's `alg` only picks where its key comes from (`shared._signing_keys`), and the key
+decides the algorithm, so a public key never verifies an HS256 token (algorithm confusion).
+Then PyJWT checks the signature, `exp`/`nbf` (with leeway), `iss` and `aud`; `role` must be one
+of the API roles and an `authenticated` token must name its user. Claims are type-checked before
+their values are compared and must be JSON that Postgres can hold, since they become
+`request.jwt.claims`: whatever a token holds, the client gets a 401 naming the check, never a
+500. No token ever reaches a log line or a response.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
-import json
 import logging
 import math
-import os
-import ssl
-import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from email.message import Message
 from functools import lru_cache, partial
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import jwt
 from jwt import PyJWK
 
 from shared._boundary import LambdaEvent, request_header
-from shared._deadline import remaining_seconds
-from shared._errors import (
-    AuthConfigError,
-    ConfigurationError,
-    ForbiddenError,
-    InvalidTokenError,
-    NotAuthenticatedError,
-    SigningKeysUnavailableError,
+from shared._errors import AuthConfigError, ForbiddenError, InvalidTokenError, NotAuthenticatedError
+from shared._identity import ROLES, Identity
+from shared._settings import LOOPBACK_HOSTS, get_settings
+from shared._signing_keys import (
+    ASYMMETRIC_ALGORITHMS,
+    CLOCK_SKEW_S,
+    JWKS_TTL_S,
+    LEGACY_ALGORITHM,
+    LEGACY_KEY_ID,
+    MIN_REFETCH_INTERVAL_S,
+    KeyCache,
+    TrustedKey,
+    VerifiedTokens,
+    fetch_jwks,
+    read_legacy_secret,
 )
-from shared._identity import ANONYMOUS, Identity
-from shared._secrets import read_secret_string
-from shared._settings import get_settings
-
-__all__ = [
-    "ANONYMOUS",
-    "AUDIENCE",
-    "ROLES",
-    "Identity",
-    "NotAuthenticatedError",
-    "TokenVerifier",
-    "get_verifier",
-    "identity_from_authorization",
-    "require_identity",
-    "require_service_role",
-    "service_role_only",
-    "user_only",
-]
 
 logger = logging.getLogger(__name__)
 
 AUDIENCE = "authenticated"
 """The `aud` Supabase Auth gives every access token it issues."""
 
-ROLES = frozenset({"authenticated", "anon", "service_role"})
-"""The Postgres roles a token may act as; any other `role` claim is refused."""
-
 SERVICE_ROLE = "service_role"
-CLOCK_SKEW_S = 30
-"""Leeway on `exp` and `nbf` for clocks that disagree a little."""
-
-JWKS_TTL_S = 600.0
-"""How long fetched keys are trusted before the JWKS is fetched again."""
-
-MIN_REFETCH_INTERVAL_S = 10.0
-"""At most one fetch (or secret read) per this many seconds, for unknown `kid`s and failures."""
-
-VERIFIED_TOKENS_KEPT = 256
-"""Verified tokens a verifier remembers; the oldest is forgotten first."""
-
-MIN_FETCH_TIMEOUT_S = 0.05
-"""With less of the deadline left the JWKS is not fetched at all: the request answers 503."""
-
 MAX_CLAIMS_DEPTH = 32
 """Deeper claims are refused: far beyond any token Supabase issues, and far from the recursion
 limits of the JSON encoders and of Postgres's `jsonb`, which the claims go through."""
 
-MAX_JWKS_BYTES = 64 * 1024
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"}
-)
-LEGACY_ALGORITHM = "HS256"
-_LEGACY_KEY_ID = "legacy-jwt-secret"
-_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 MALFORMED = "The access token is malformed"
 ALGORITHM_REFUSED = "The access token's algorithm is not accepted"
@@ -153,210 +68,12 @@ NEEDS_USER = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class _TrustedKey:
-    """A verification key, where it came from, and until when it may be trusted (monotonic
-    time): its load time plus the keys' TTL."""
-
-    key: PyJWK
-    source: str
-    kid: str
-    trusted_until: float
-
-
-class _KeyCache:
-    """Keys from a slow source (an HTTP fetch, a secret read), safe to share between threads:
-    kept for `ttl_s`, loaded again when stale or asked for a key they lack, but at most once
-    per `min_reload_interval_s`, failed loads included. Threads that need a load at once share
-    one. After each successful load, `on_load(source, kids)` hears which keys it listed."""
-
-    def __init__(
-        self,
-        source: str,
-        load: Callable[[], dict[str, PyJWK]],
-        *,
-        ttl_s: float,
-        min_reload_interval_s: float,
-        on_load: Callable[[str, frozenset[str]], None],
-    ) -> None:
-        self._source = source
-        self._load = load
-        self._ttl_s = ttl_s
-        self._min_reload_interval_s = min_reload_interval_s
-        self._on_load = on_load
-        self._lock = threading.Lock()
-        self._keys: dict[str, PyJWK] = {}
-        self._loaded_at = float("-inf")
-        self._attempted_at = float("-inf")
-        self._failure: Callable[[], Exception] | None = None
-
-    def get(self, kid: str) -> _TrustedKey | None:
-        """The key named `kid`, or None; SigningKeysUnavailableError when none can be loaded,
-        and the same ConfigurationError as the last load while that load was a mistake."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._loaded_at < self._ttl_s and kid in self._keys:
-                return self._trusted(kid)
-            if now - self._attempted_at < self._min_reload_interval_s:
-                if self._failure is not None:
-                    raise self._failure()
-                return self._trusted(kid)  # loaded moments ago, without this kid
-            self._attempted_at, self._failure = now, SigningKeysUnavailableError
-            try:
-                self._keys = self._load()
-            except ConfigurationError as exc:
-                # A mistake to fix, not an outage: the same 500 until the next attempt, never
-                # a 503 telling clients to retry.
-                self._failure = partial(type(exc), str(exc), setting=exc.setting)
-                raise
-            self._loaded_at, self._failure = time.monotonic(), None
-            self._on_load(self._source, frozenset(self._keys))
-            return self._trusted(kid)
-
-    def _trusted(self, kid: str) -> _TrustedKey | None:
-        key = self._keys.get(kid)
-        if key is None:
-            return None
-        return _TrustedKey(key, self._source, kid, self._loaded_at + self._ttl_s)
-
-
-@dataclass(frozen=True, slots=True)
-class _Remembered:
-    claims: dict[str, Any]
-    key: _TrustedKey
-
-
-class _VerifiedTokens:
-    """Claims of tokens that passed every check, each until its `exp` or until the keys it was
-    checked with are stale, and forgotten by the first load that no longer lists its key."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._remembered: dict[str, _Remembered] = {}
-        self._listed: dict[str, frozenset[str]] = {}
-
-    def get(self, token: str) -> dict[str, Any] | None:
-        """The claims of `token` if it was verified and is still within every limit."""
-        with self._lock:
-            remembered = self._remembered.get(token)
-        if remembered is None:
-            return None
-        claims, key = remembered.claims, remembered.key
-        if time.monotonic() < key.trusted_until and time.time() < claims["exp"] + CLOCK_SKEW_S:
-            return claims
-        return None
-
-    def add(self, token: str, claims: dict[str, Any], key: _TrustedKey) -> None:
-        """Remember `token`, unless a load since its check has dropped its key."""
-        with self._lock:
-            if key.kid not in self._listed.get(key.source, frozenset()):
-                return
-            if len(self._remembered) >= VERIFIED_TOKENS_KEPT:
-                del self._remembered[next(iter(self._remembered))]
-            self._remembered[token] = _Remembered(claims, key)
-
-    def keys_loaded(self, source: str, kids: frozenset[str]) -> None:
-        """Forget the tokens of `source`'s keys that its latest load no longer lists."""
-        with self._lock:
-            self._listed[source] = kids
-            revoked = [
-                token
-                for token, remembered in self._remembered.items()
-                if remembered.key.source == source and remembered.key.kid not in kids
-            ]
-            for token in revoked:
-                del self._remembered[token]
-
-
-class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
-    """The JWKS is fetched from the configured URL only, never from where it points."""
-
-    def redirect_request(
-        self,
-        req: urllib.request.Request,
-        fp: IO[bytes],
-        code: int,
-        msg: str,
-        headers: Message,
-        newurl: str,
-    ) -> urllib.request.Request | None:
-        return None
-
-
-@lru_cache(maxsize=1)
-def _opener() -> urllib.request.OpenerDirector:
-    """One opener, and so one TLS context (loading the CA bundle is slow), per process."""
-    tls = ssl.create_default_context()
-    return urllib.request.build_opener(_RefuseRedirects(), urllib.request.HTTPSHandler(context=tls))
-
-
-def _signing_key(jwk: object) -> PyJWK | None:
-    """A JWKS entry as a verification key, or None for what must not or cannot verify tokens:
-    keys for another use, symmetric keys (a public set has no business holding one), and
-    algorithms PyJWT cannot run."""
-    if not isinstance(jwk, dict) or not isinstance(jwk.get("kid"), str):
-        return None
-    if jwk.get("use", "sig") != "sig":
-        return None
-    try:
-        key = PyJWK(jwk)
-    except jwt.PyJWTError:
-        return None
-    return key if key.algorithm_name in ASYMMETRIC_ALGORITHMS else None
-
-
-def _fetch_jwks(url: str, timeout_s: float) -> dict[str, PyJWK]:
-    """The JWKS's signing keys by `kid`, fetched within the request's deadline."""
-    remaining = remaining_seconds()
-    timeout = timeout_s if remaining is None else min(timeout_s, remaining)
-    if timeout < MIN_FETCH_TIMEOUT_S:
-        logger.warning("JWKS not fetched: the request's deadline has passed")
-        raise SigningKeysUnavailableError()
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with _opener().open(request, timeout=timeout) as response:
-            body = response.read(MAX_JWKS_BYTES + 1)
-    except (OSError, http.client.HTTPException) as exc:  # refused, timed out, 4xx/5xx, TLS
-        if isinstance(exc, urllib.error.HTTPError):
-            exc.close()
-        logger.warning(
-            "JWKS unreachable",
-            extra={"error": type(exc).__name__, "status": getattr(exc, "code", None)},
-        )
-        raise SigningKeysUnavailableError() from None
-    try:
-        document = json.loads(body) if len(body) <= MAX_JWKS_BYTES else None
-    except ValueError:
-        document = None
-    entries = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        logger.warning("JWKS malformed")
-        raise SigningKeysUnavailableError()
-    keys = {jwk["kid"]: key for jwk in entries if (key := _signing_key(jwk)) is not None}
-    logger.info("JWKS fetched", extra={"keys": len(keys)})
-    return keys
-
-
-def _read_legacy_secret(secret_id: str) -> dict[str, PyJWK]:
-    """The legacy JWT secret as an HS256 key; none while the secret holds the placeholder."""
-    value = read_secret_string(
-        secret_id,
-        "legacy JWT secret",
-        not_readable=partial(AuthConfigError, setting="SUPABASE_JWT_SECRET_ARN"),
-        unavailable=SigningKeysUnavailableError,
-    ).strip()
-    if value.startswith("{"):  # the stack's placeholder: `make secret SECRET=jwt` has not run
-        logger.info("legacy JWT secret not set")
-        return {}
-    # Supabase signs with the secret's text as the HMAC key, as is.
-    encoded = base64.urlsafe_b64encode(value.encode()).rstrip(b"=").decode()
-    return {_LEGACY_KEY_ID: PyJWK({"kty": "oct", "k": encoded}, LEGACY_ALGORITHM)}
-
-
 def _project_url(url: str) -> str:
     """SUPABASE_URL without a trailing slash; https only, but http on loopback (local stack)."""
     parts = urlsplit(url.strip().rstrip("/"))
-    secure = parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
+    secure = parts.scheme == "https" or (
+        parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
+    )
     if not (secure and parts.hostname) or parts.query or parts.fragment:
         raise AuthConfigError(
             "SUPABASE_URL must be the project's https:// URL (http:// only on loopback)",
@@ -492,18 +209,18 @@ class TokenVerifier:
     ) -> None:
         self.issuer = f"{_project_url(supabase_url)}/auth/v1"
         self.jwks_url = f"{self.issuer}/.well-known/jwks.json"
-        self._verified = _VerifiedTokens()
+        self._verified = VerifiedTokens()
         limits = {"ttl_s": keys_ttl_s, "min_reload_interval_s": min_refetch_interval_s}
-        self._jwks = _KeyCache(
+        self._jwks = KeyCache(
             "jwks",
-            partial(_fetch_jwks, self.jwks_url, jwks_timeout_s),
+            partial(fetch_jwks, self.jwks_url, jwks_timeout_s),
             on_load=self._verified.keys_loaded,
             **limits,
         )
         self._legacy = (
-            _KeyCache(
+            KeyCache(
                 "legacy",
-                partial(_read_legacy_secret, legacy_secret_id),
+                partial(read_legacy_secret, legacy_secret_id),
                 on_load=self._verified.keys_loaded,
                 **limits,
             )
@@ -541,7 +258,7 @@ class TokenVerifier:
             raise InvalidTokenError(NO_USER)
         return claims
 
-    def _key_for(self, token: str) -> _TrustedKey:
+    def _key_for(self, token: str) -> TrustedKey:
         """The one key that may verify this token, chosen by its header's `alg` and `kid`."""
         try:
             header = jwt.get_unverified_header(token)
@@ -551,7 +268,7 @@ class TokenVerifier:
         if not isinstance(algorithm, str):
             raise InvalidTokenError(ALGORITHM_REFUSED)
         if algorithm == LEGACY_ALGORITHM:
-            key = self._legacy.get(_LEGACY_KEY_ID) if self._legacy else None
+            key = self._legacy.get(LEGACY_KEY_ID) if self._legacy else None
             if key is None:
                 raise InvalidTokenError(ALGORITHM_REFUSED)
             return key
@@ -619,8 +336,3 @@ def require_identity(event: LambdaEvent) -> Identity:
 def require_service_role(event: LambdaEvent) -> Identity:
     """For plain handlers: the caller of an HTTP event, who must hold a service_role token."""
     return service_role_only(require_identity(event))
-
-
-# Deployed functions load the CA bundle while Lambda initialises them, not on the first fetch.
-if os.environ.get("SUPABASE_URL", "").startswith("https://"):
-    _opener()

@@ -11,10 +11,15 @@ from __future__ import annotations
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from functions.connections.report import read_report
-from shared._boundary import LambdaEvent, LambdaResponse, json_response, lambda_boundary
-from shared._engine import autocommit_connection
-from shared._identity import acting_as_login_role
-from shared._tokens import require_service_role
+from shared.plain import (
+    LambdaEvent,
+    LambdaResponse,
+    acting_as_login_role,
+    autocommit_connection,
+    json_response,
+    lambda_boundary,
+    require_service_role,
+)
 
 
 @lambda_boundary

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from shared._engine import pool_size_per_instance
+from shared.plain import pool_size_per_instance
 
 # One statement, one row: the server's limit and who holds its connections right now.
 USAGE_QUERY = text(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from shared._boundary import plain_handler
+from shared.plain import plain_handler
 
 
 @plain_handler

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared._errors import ConflictError, NotFoundError
+from shared.fastapi import ConflictError, NotFoundError
 
 
 class ItemNotFoundError(NotFoundError):

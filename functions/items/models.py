@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared._models import Base
+from shared.fastapi import Base
 
 ITEMS_PER_OWNER_CAP = "items_max_per_owner"
 """The name the database's per-owner cap (migration 0003) reports when it refuses a row."""

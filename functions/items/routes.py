@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from functions.items.errors import ItemLimitReachedError, ItemNotFoundError
 from functions.items.models import ITEMS_PER_OWNER_CAP, Item
 from functions.items.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
-from shared._fastapi_app import UserDep, UserReadSessionDep, UserSessionDep, error_responses
+from shared.fastapi import UserDep, UserReadSessionDep, UserSessionDep, error_responses
 
 router = APIRouter(prefix="/items", tags=["items"])
 

@@ -25,8 +25,9 @@ from sqlalchemy import text
 from infra.local_stack import LocalStack
 from infra.local_stack.certs import ensure_certificates
 from shared._boundary import lambda_boundary
-from shared._errors import RETRY_AFTER_SECONDS, TLS_NOT_VERIFIED
-from shared._fastapi_app import SessionDep, install_error_handlers
+from shared._dependencies import UserSessionDep
+from shared._error_mapping import RETRY_AFTER_SECONDS, TLS_NOT_VERIFIED
+from shared._fastapi_app import install_error_handlers
 from shared._settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings
@@ -72,7 +73,7 @@ install_error_handlers(writes)
 
 
 @writes.post("/writes")
-async def write(session: SessionDep) -> dict[str, str]:
+async def write(session: UserSessionDep) -> dict[str, str]:
     """Opens the read-write transaction that the dependency commits."""
     await session.execute(text("SELECT 1"))
     return {"status": "committed"}

@@ -27,8 +27,9 @@ from sqlalchemy.exc import OperationalError
 from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared._deadline import DEADLINE_MARGIN_S, invocation_deadline
+from shared._driver import CommitOutcomeUnknownError
 from shared._engine import autocommit_connection, transaction
-from shared._errors import RETRY_AFTER_SECONDS, CommitOutcomeUnknownError, error_response
+from shared._error_mapping import RETRY_AFTER_SECONDS, error_response
 from tests.fixtures.faults import (
     pgbouncer_pid,
     pooler_frozen,

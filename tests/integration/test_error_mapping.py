@@ -23,7 +23,7 @@ from sqlalchemy import text
 from functions.items.models import Item
 from infra.local_stack import LocalStack
 from shared._engine import get_engine, transaction
-from shared._errors import RETRY_AFTER_SECONDS, ErrorResponse, error_response
+from shared._error_mapping import RETRY_AFTER_SECONDS, ErrorResponse, error_response
 from shared._identity import ANONYMOUS, acting_as, acting_as_login_role
 from shared._sessions import session_scope
 from tests.fixtures.pgbouncer import pooler_settings
@@ -56,7 +56,7 @@ def error_of(run: Callable[[], object]) -> BaseException:
 
 def mapped(exc: BaseException, caplog: pytest.LogCaptureFixture) -> ErrorResponse:
     """The response for the error, with its log lines captured and checked for values."""
-    with caplog.at_level(logging.DEBUG, logger="shared._errors"):
+    with caplog.at_level(logging.DEBUG, logger="shared._error_mapping"):
         response = error_response(exc)
     assert MARKER not in str(response.body)
     assert MARKER not in caplog.text
@@ -69,7 +69,7 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 
 def logged_at(caplog: pytest.LogCaptureFixture) -> list[int]:
-    return [record.levelno for record in caplog.records if record.name == "shared._errors"]
+    return [record.levelno for record in caplog.records if record.name == "shared._error_mapping"]
 
 
 def new_sku() -> str:

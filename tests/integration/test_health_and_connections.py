@@ -18,7 +18,7 @@ import pytest
 from functions.connections.handler import handler as connections_handler
 from functions.health.handler import handler as health_handler
 from infra.local_stack import LocalStack
-from shared._errors import RETRY_AFTER_SECONDS
+from shared._error_mapping import RETRY_AFTER_SECONDS
 from shared._tokens import get_verifier
 from tests.fixtures.lambda_events import FunctionOutput, LambdaTestContext, body_of, http_event
 from tests.fixtures.stack import TEST_MAX_CONNECTIONS

@@ -21,10 +21,12 @@ from sqlalchemy import Connection, Row, text
 from sqlalchemy.exc import ProgrammingError
 
 from infra.local_stack import LocalStack
-from shared._boundary import LambdaHandler, lambda_boundary, plain_handler
+from shared._boundary import LambdaHandler, lambda_boundary
+from shared._dependencies import PublicReadSessionDep
 from shared._engine import transaction
-from shared._fastapi_app import PublicReadSessionDep, error_responses, install_error_handlers
+from shared._fastapi_app import error_responses, install_error_handlers
 from shared._identity import acting_as, acting_as_login_role
+from shared._plain_handler import plain_handler
 from tests.fixtures.identities import new_user, service_role
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 

@@ -8,14 +8,15 @@ the restored copy serves requests with one connection each.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from collections.abc import Callable
 
 import pytest
 
-from functions.health.handler import handler as health_handler
-from functions.items.handler import handler as items_handler
+import functions.health.handler
+import functions.items.handler
 from infra.local_stack import LocalStack
 from shared import _snapstart as snapstart
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
@@ -38,7 +39,10 @@ def test_the_functions_serve_after_a_simulated_snapshot_and_restore(
     monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
     reset_caches()
 
-    assert snapstart.register_hooks()
+    # Defining the functions' handlers, as Lambda's init does, registers the hooks.
+    health_handler = importlib.reload(functions.health.handler).handler
+    items_handler = importlib.reload(functions.items.handler).handler
+    assert (before, after) == ([snapstart.warm_before_snapshot], [snapstart.refresh_after_restore])
     for hook in reversed(before):
         hook()
     connected_before_snapshot = exchange_counter.settled()

@@ -17,7 +17,8 @@ from mangum import Mangum
 from moto.core import enable_iam_authentication
 
 from shared._boundary import lambda_boundary, request_header
-from shared._fastapi_app import IdentityDep, ServiceRoleDep, error_responses, install_error_handlers
+from shared._dependencies import IdentityDep, ServiceRoleDep
+from shared._fastapi_app import error_responses, install_error_handlers
 from shared._secrets import secrets_manager_client
 from shared._settings import get_settings
 from shared._tokens import get_verifier

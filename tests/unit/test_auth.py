@@ -21,22 +21,22 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from infra.local_auth import SigningKey
+from shared import _signing_keys as signing_keys
 from shared import _tokens as auth
 from shared._deadline import invocation_deadline
+from shared._error_mapping import RETRY_AFTER_SECONDS, error_response
 from shared._errors import (
-    RETRY_AFTER_SECONDS,
     AppError,
     AuthConfigError,
     ForbiddenError,
     InvalidTokenError,
     NotAuthenticatedError,
     SigningKeysUnavailableError,
-    error_response,
 )
+from shared._identity import ANONYMOUS, ROLES
 from shared._settings import get_settings
+from shared._signing_keys import MIN_FETCH_TIMEOUT_S
 from shared._tokens import (
-    ANONYMOUS,
-    MIN_FETCH_TIMEOUT_S,
     TokenVerifier,
     get_verifier,
     identity_from_authorization,
@@ -231,7 +231,7 @@ def test_a_signed_token_whose_header_is_wrong_is_401(tokens: Tokens, kind: str) 
     assert genuine.user_id == claims["sub"]
 
 
-@pytest.mark.parametrize("role", sorted(auth.ROLES))
+@pytest.mark.parametrize("role", sorted(ROLES))
 @pytest.mark.parametrize("kind", WRONG_CLAIMS)
 def test_a_signed_token_whose_claim_is_of_the_wrong_type_is_401(
     tokens: Tokens, kind: str, role: str
@@ -445,6 +445,7 @@ def test_a_remembered_token_still_expires(
     tokens: Tokens, monkeypatch: pytest.MonkeyPatch, decodes: list[str]
 ) -> None:
     monkeypatch.setattr(auth, "CLOCK_SKEW_S", 0)
+    monkeypatch.setattr(signing_keys, "CLOCK_SKEW_S", 0)
     verifier = TokenVerifier(tokens.supabase_url)
     expires = int(time.time()) + 1
     token = tokens.token(exp=expires)
@@ -460,7 +461,7 @@ def test_a_remembered_token_still_expires(
 def test_the_oldest_remembered_token_is_forgotten_first(
     tokens: Tokens, monkeypatch: pytest.MonkeyPatch, decodes: list[str]
 ) -> None:
-    monkeypatch.setattr(auth, "VERIFIED_TOKENS_KEPT", 2)
+    monkeypatch.setattr(signing_keys, "VERIFIED_TOKENS_KEPT", 2)
     verifier = TokenVerifier(tokens.supabase_url)
     first, second, third = tokens.token(), tokens.token(), tokens.token()
 

@@ -9,8 +9,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from sqlalchemy.pool import NullPool, QueuePool
 
+from shared._connect import SUPABASE_ROOT_CA
 from shared._database_url import detect_mode, to_sqlalchemy_url
-from shared._engine import SUPABASE_ROOT_CA, build_engine, pool_size_per_instance
+from shared._engine import build_engine, pool_size_per_instance
 from shared._errors import DatabaseConfigError
 from shared._settings import ConnectionMode, Settings
 from tests.fixtures.engines import connect_params

@@ -9,16 +9,8 @@ import logging
 
 import pytest
 
-from shared._errors import (
-    RETRY_AFTER_SECONDS,
-    AppError,
-    DatabaseConfigError,
-    DatabaseSecretNotSetError,
-    NotFoundError,
-    error_response,
-    http_error,
-    invalid_request,
-)
+from shared._error_mapping import RETRY_AFTER_SECONDS, error_response, http_error, invalid_request
+from shared._errors import AppError, DatabaseConfigError, DatabaseSecretNotSetError, NotFoundError
 
 GENERIC_500 = {"code": "internal_error", "message": "Internal server error"}
 

@@ -8,13 +8,7 @@ from typing import Any
 import pytest
 
 from shared._boundary import LambdaEvent, json_response, lambda_boundary
-from shared._identity import (
-    ANONYMOUS,
-    Identity,
-    acting_as,
-    acting_as_login_role,
-    current_identity,
-)
+from shared._identity import ANONYMOUS, Identity, acting_as, acting_as_login_role, current_identity
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 
 USER = Identity("authenticated", {"sub": "9f0c7a4e-8a53-4a57-9e6b-1d0b6f2c3d4e", "role": "x'; --"})

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from shared import _snapstart as snapstart
+from shared._boundary import json_response, lambda_boundary
 from shared._engine import get_engine
 from shared._secrets import EXTENSION_PORT_VARIABLE, SESSION_TOKEN_VARIABLE, secrets_manager_client
 from shared._settings import get_settings
@@ -52,6 +53,15 @@ def test_hooks_are_registered_once_where_the_runtime_has_them(
 ) -> None:
     assert snapstart.register_hooks()
     assert snapstart.register_hooks()
+
+    assert runtime_hooks == {
+        "before_snapshot": [snapstart.warm_before_snapshot],
+        "after_restore": [snapstart.refresh_after_restore],
+    }
+
+
+def test_wrapping_a_handler_registers_the_hooks(runtime_hooks: dict[str, list[Hook]]) -> None:
+    lambda_boundary(lambda _event, _context: json_response(200, {}))
 
     assert runtime_hooks == {
         "before_snapshot": [snapstart.warm_before_snapshot],

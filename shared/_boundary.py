@@ -27,7 +27,9 @@ from shared._deadline import deadline_for
 from shared._error_mapping import error_response
 from shared._errors import AppError
 from shared._identity import ANONYMOUS, acting_as
-from shared._logs import logger as powertools_logger
+from shared._logs import get_logger
+from shared._secrets import prepare_reads
+from shared._signing_keys import prepare_fetches
 from shared._snapstart import register_hooks
 
 logger = logging.getLogger(__name__)
@@ -219,14 +221,20 @@ def _never_cached(handler: HttpHandler) -> HttpHandler:
 
 def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
     """Wrap a Lambda handler: request id in the logs, HTTP events only, JSON errors only, and
-    no answer cached. Registers the SnapStart hooks, where the runtime has them: wrapping a
-    handler is what makes a module a Lambda function, so importing the platform stays inert."""
+    no answer cached.
+
+    Wrapping a handler is what makes a module a Lambda function, so this, not importing the
+    platform, registers the SnapStart hooks (where the runtime has them) and loads what the
+    first request would otherwise pay for while Lambda initialises the function.
+    """
     register_hooks()
+    prepare_reads()
+    prepare_fetches()
     handler = _never_cached(handler)
 
     # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: an event holds the caller's
     # bearer token and request body, which no log line may carry.
-    @powertools_logger.inject_lambda_context(
+    @get_logger().inject_lambda_context(
         correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False
     )
     @wraps(handler)

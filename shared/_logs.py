@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from functools import partial
+from functools import cache, partial
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -29,13 +29,20 @@ from aws_lambda_powertools.logging.utils import copy_config_to_registered_logger
 THIRD_PARTY_LOGGERS = ("boto3", "botocore", "s3transfer", "urllib3", "psycopg")
 """Libraries whose DEBUG (or INFO) output can include credentials or connection strings."""
 
-for _name in THIRD_PARTY_LOGGERS:
-    logging.getLogger(_name).setLevel(logging.WARNING)
-
-# Service name and level come from POWERTOOLS_SERVICE_NAME and POWERTOOLS_LOG_LEVEL.
-logger = Logger(json_serializer=partial(json.dumps, default=str, separators=(",", ":")))
-
 _PARENT_LOGGERS = {"shared", "functions", "mangum"}
-for _name in _PARENT_LOGGERS:
-    logging.getLogger(_name)  # register, so the copy below finds them
-copy_config_to_registered_loggers(source_logger=logger, include=_PARENT_LOGGERS)
+
+
+@cache
+def get_logger() -> Logger:
+    """The Powertools logger, built (and copied onto the platform's loggers) when the first
+    handler is wrapped: importing the platform reads no environment and configures nothing.
+
+    Service name and level come from POWERTOOLS_SERVICE_NAME and POWERTOOLS_LOG_LEVEL.
+    """
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logger = Logger(json_serializer=partial(json.dumps, default=str, separators=(",", ":")))
+    for name in _PARENT_LOGGERS:
+        logging.getLogger(name)  # register, so the copy below finds them
+    copy_config_to_registered_loggers(source_logger=logger, include=_PARENT_LOGGERS)
+    return logger

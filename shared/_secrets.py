@@ -289,15 +289,19 @@ class DatabaseSecret:
         return _read_secret(self.secret_id)
 
 
-# Deployed functions load what the first read needs while Lambda initialises them, not on the
-# first request: the extension's HTTP client, or boto3 and its client.
-if os.environ.get("DATABASE_SECRET_ARN") or os.environ.get("SUPABASE_JWT_SECRET_ARN"):
+def prepare_reads() -> None:
+    """Load what the first read needs (the extension's HTTP client, or boto3 and its client)
+    while Lambda initialises the function, not on its first request; nothing without a secret.
+    Called when a handler is wrapped, so importing the platform costs nothing."""
+    if not (os.environ.get("DATABASE_SECRET_ARN") or os.environ.get("SUPABASE_JWT_SECRET_ARN")):
+        return
     if extension_configured():
         import http.client  # noqa: F401
-    else:
-        from botocore.exceptions import BotoCoreError
 
-        try:
-            secrets_manager_client()
-        except BotoCoreError:  # no region, say: the first read tries again and answers 503
-            logger.warning("Secrets Manager client not created at start-up")
+        return
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        secrets_manager_client()
+    except BotoCoreError:  # no region, say: the first read tries again and answers 503
+        logger.warning("Secrets Manager client not created at start-up")

@@ -17,6 +17,7 @@ import base64
 import http.client
 import json
 import logging
+import os
 import ssl
 import threading
 import time
@@ -262,3 +263,10 @@ def read_legacy_secret(secret_id: str) -> dict[str, PyJWK]:
     # Supabase signs with the secret's text as the HMAC key, as is.
     encoded = base64.urlsafe_b64encode(value.encode()).rstrip(b"=").decode()
     return {LEGACY_KEY_ID: PyJWK({"kty": "oct", "k": encoded}, LEGACY_ALGORITHM)}
+
+
+def prepare_fetches() -> None:
+    """Build the TLS opener while Lambda initialises a deployed function (loading the CA bundle
+    is slow), not on the first JWKS fetch. Called when a handler is wrapped."""
+    if os.environ.get("SUPABASE_URL", "").startswith("https://"):
+        tls_opener()

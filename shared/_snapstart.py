@@ -29,15 +29,11 @@ def warm_before_snapshot() -> None:
 
     from shared._secrets import extension_configured, secrets_manager_client
     from shared._settings import get_settings
-    from shared._signing_keys import tls_opener
 
     for module in WARM_IMPORTS:
         importlib.import_module(module)
-    settings = get_settings()
-    if settings.database_secret_arn is not None and not extension_configured():
+    if get_settings().database_secret_arn is not None and not extension_configured():
         secrets_manager_client()  # what the first read would otherwise create
-    if (settings.supabase_url or "").startswith("https://"):
-        tls_opener()  # loading the CA bundle is slow; the first JWKS fetch would pay it
     # Creating an engine loads and sets up the dialect; it connects only when used.
     create_engine("postgresql+psycopg://", poolclass=NullPool).dispose()
     if "sqlalchemy.orm" in sys.modules:

@@ -1,45 +1,17 @@
 """psycopg, starting every transaction with its settings, whichever way a statement arrives.
 
-Behind a transaction-mode pooler nothing may outlive a transaction, so every transaction must
-set its own `statement_timeout` (and, read-only sessions, `transaction_read_only`) with
-transaction-local settings. Sent as statements of their own they would cost round trips: psycopg
-sends BEGIN and waits for its answer, then SET LOCAL, then the statement, then COMMIT, four
-exchanges for one INSERT. Here the first statement of each transaction travels in one pipeline
-with what it needs, and the server answers them together:
+Behind a transaction-mode pooler every transaction must set its own `statement_timeout`, role
+and JWT claims (`request.jwt.claims`, read by Supabase's `auth.uid()`), transaction-locally,
+or they leak to the next client of the server connection. Sent as statements of their own they
+cost round trips, so the first statement of each transaction travels in one pipeline with BEGIN
+and that prelude: a write is 2 exchanges, a read in autocommit 1. The role must be one of
+`shared._identity.ROLES`, and the claims travel as bound parameters: nothing is spliced into SQL.
 
-- in a transaction: BEGIN, the settings, the statement; then COMMIT: 2 exchanges;
-- in autocommit (single reads): `set_config(..., true)` and the statement share the implicit
-  transaction that the protocol's Sync closes: 1 exchange, and the settings end with it.
-
-With an identity in scope (`shared._identity.acting_as`), the same prelude also switches to the
-identity's role and sets `request.jwt.claims`, which Supabase's `auth.uid()` and `auth.jwt()`
-read, both with `set_config(..., true)`: transaction-local, so the next client of the server
-connection starts as the login role with no claims. Those functions read the older per-claim
-settings first (`request.jwt.claim.sub`, `.role`, `.email`, `request.jwt.claim`), which another
-client of the pooler may have left set for the whole session: the prelude sets them too, to
-this identity's values or empty, so nothing it does not set can speak for the transaction. The
-claims travel as bound parameters and the role must be one of `shared._identity.ROLES`; nothing
-is spliced into SQL. The statement timeout is set explicitly because `SET ROLE` does not apply
-the target role's own settings. That prelude is one `SELECT`, so it takes the transaction's
-snapshot; a transaction that needs `SET TRANSACTION` gets its isolation level from BEGIN
-instead (the connection's attribute).
-
-One way in: psycopg calls its connection's `_start_query()` before the first statement of every
-cursor operation (`execute`, `executemany`, `stream`, `copy`, server-side cursors' DECLARE),
-sync and async alike, since it is a generator that both kinds of connection drive. The driver
-starts the transaction there, so no entry point can skip it: inside a pipeline (the cursors'
-`execute`, psycopg's own `executemany`) BEGIN and the prelude are queued ahead of the statement
-and share its exchange; elsewhere (`stream`, `copy`, server-side cursors, which cannot be
-pipelined) they go first as one exchange of their own, or, in autocommit, where settings could
-not outlive that exchange, the statement is refused. psycopg's own BEGIN (`transaction()`) is
-refused as well. This hooks psycopg's internals (`_start_query`, `_get_tx_start_command`, the
-pipeline queues); tests/integration/test_driver.py exercises every entry point on both drivers.
-
-To send BEGIN inside that pipeline, the connection stays in autocommit on the wire and
-`autocommit` only records what SQLAlchemy asked for; `commit()` and `rollback()` act on the
-server's transaction status, so they work unchanged.
+The one way in is psycopg's `_start_query()`, which every cursor operation (`execute`,
+`executemany`, `stream`, `copy`, server-side cursors), sync and async, calls first; what cannot
+be pipelined gets the prelude as an exchange of its own, or is refused in autocommit. This hooks
+psycopg's internals; tests/integration/test_driver.py exercises every entry point on both.
 https://www.psycopg.org/psycopg3/docs/advanced/pipeline.html
-https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-PIPELINING
 """
 
 from __future__ import annotations

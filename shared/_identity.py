@@ -1,22 +1,10 @@
-"""Who a database transaction acts as: the Postgres role and the verified JWT claims.
+"""Who a database transaction acts as: a Postgres role and the verified JWT claims.
 
-Row-level security decides which rows a statement sees by `current_user` and by what
-`auth.uid()` / `auth.jwt()` read from the transaction's `request.jwt.claims` setting, as on
-Supabase's Data API. `acting_as(identity)` puts an identity in scope for a block (a request);
-`shared._driver` then starts every transaction begun inside it by switching to that role and
-setting those claims, transaction-locally and in the same exchange as the first statement, so
-nothing of it outlives the transaction on a server connection that the pooler hands to the next
-client.
-
-Least privilege by default: with no verified identity in scope a transaction acts as `anon`
-(ANONYMOUS), the role of Supabase's public API key, which the tables' grants and policies keep
-out of users' rows. The login role owns the tables and, locally, is a superuser; acting as it
-is an explicit opt-in, `with acting_as_login_role():`, kept for the few places that need the
-owner's rights (migrations, the service-only connection monitor, tests that set up data) and
-visible wherever it is used.
-
-Only three roles can be acted as, Supabase's API roles; anything else is refused here, before
-it could ever reach `SET ROLE`.
+Row-level security decides by `current_user` and the claims `auth.uid()` reads, as on Supabase's
+Data API; `shared._driver` sets both at the start of every transaction begun inside
+`acting_as(identity)`. With no verified caller a transaction acts as `anon` (least privilege);
+acting as the login role, the tables' owner, is an explicit `acting_as_login_role()`. Only the
+three API roles can be acted as, checked here before anything reaches `SET ROLE`.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """Structured JSON logs, with the Lambda request id on every line, from every module.
 
-Handlers get the request id through `shared._boundary.lambda_boundary`; shared modules keep using
-`logging.getLogger(__name__)` and get the same JSON format and request keys, because the
-Powertools handler is copied onto their parent loggers here.
-
-Two things no log line may carry, whatever the levels:
-- secrets: botocore logs every response body at DEBUG (a GetSecretValue body is the database
-  URL with its password), and urllib3 and psycopg log connection details. Their loggers are
-  capped at WARNING, so a DEBUG root logger cannot switch them on; set a level on one of them
-  (or a child) explicitly to debug it.
-- tracebacks of the logging system itself: Powertools writes JSON with `ensure_ascii=False`,
-  so a lone surrogate (`/items/\\ud800` as the path of a JSON event, which Mangum's access
-  line repeats) made the stream's UTF-8 encoder fail and `logging` print
-  `--- Logging error ---` with a traceback. Lines are written as ASCII JSON instead: every
-  character survives as a `\\u` escape, which any JSON reader (CloudWatch Logs Insights too)
-  turns back into the character.
+Shared modules log with `logging.getLogger(__name__)` and get the Powertools format, copied onto
+their parent loggers. Loggers of libraries that log credentials at DEBUG (botocore logs a
+GetSecretValue body, the URL with its password) are capped at WARNING. Lines are ASCII JSON, so a
+lone surrogate in a request path cannot make the stream's encoder fail.
 """
 
 from __future__ import annotations

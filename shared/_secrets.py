@@ -1,38 +1,12 @@
 """The database URL from AWS Secrets Manager: read on first use, re-read after a failed login.
 
-Deployed functions receive only the secret's ARN (`DATABASE_SECRET_ARN`), never the URL: it
-stays out of git, out of the CloudFormation template and out of plain environment variables.
-The secret holds the URL as a string, or a JSON object with a `url` key, or the JSON that RDS
-rotation maintains (`username`, `password`, `host`, `port`, `dbname`). Until `make secret` sets
-it, it holds the stack's generated placeholder (letters and digits only): that is a 503, and
-the next request reads again, so a warm instance recovers as soon as the secret is set.
-
-Two ways to read it, one behaviour (same errors, same bounds, same re-reads):
-
-- the AWS Parameters and Secrets Lambda Extension (`params.secretsExtension` in serverless.yml
-  adds its layer and sets `PARAMETERS_SECRETS_EXTENSION_HTTP_PORT`): one HTTP GET to the
-  extension on localhost with the standard library, presenting `AWS_SESSION_TOKEN`. boto3 is
-  never imported. The extension can answer only during invocations, not during init, so the
-  first request pays that one local call plus the extension's own call to Secrets Manager.
-  Its cache is turned off in serverless.yml: this process already keeps the URL, and reads
-  again only after a failed login or a SnapStart restore, exactly when a cached copy up to
-  300 s old (the extension's default TTL) would be the rotated-away password.
-- otherwise boto3 (from the Lambda runtime), whose Secrets Manager client is created while
-  Lambda initialises the function (at import, only when a secret ARN is set), so the first
-  request pays one GetSecretValue call, not boto3's import and client. Lambda bills INIT too,
-  so this moves the cost, it does not remove it (`make bench` compares both paths). SnapStart
-  sets no `AWS_SESSION_TOKEN`, so SnapStart functions take this path, with boto3 in the
-  snapshot.
-
-Errors, on both paths: a secret that is gone, denied or empty is a `ConfigurationError` (500,
-naming no value); throttling, timeouts and an endpoint that does not answer are a 503. The
-extension gets `EXTENSION_TIMEOUT_S` and is told to give Secrets Manager 1 s per call
-(serverless.yml); boto3 waits at most 1 s to connect and 1 s for an answer, and tries twice
-(standard retry mode), instead of botocore's 60 s timeouts: an unreachable endpoint costs
-about 5 s at worst, inside the function's timeout. After a failed login the secret is re-read
-only if the last read is older than `MIN_REFRESH_INTERVAL_S`, and a login is retried only if
-the secret changed: while the stored password is wrong, a request costs one failed login and
-no secret read. A lock makes threads that refresh at once read once.
+Deployed functions get only the secret's ARN, so the URL stays out of git, the template and
+plain environment variables. The secret holds a URL, `{"url": ...}`, or RDS rotation's JSON;
+until `make secret` sets it, it holds the stack's placeholder, a 503 that heals on the next read.
+It is read through the Parameters and Secrets Lambda Extension when configured (stdlib HTTP, no
+boto3; its cache off, since this process keeps the URL and re-reads exactly when a cached copy
+would be stale), else through boto3 with timeouts of 1 s instead of botocore's 60. Both paths
+fail alike: gone, denied or empty is a configuration error (500), throttling or no answer a 503.
 """
 
 from __future__ import annotations

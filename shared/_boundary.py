@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
@@ -29,7 +30,6 @@ from shared._errors import AppError
 from shared._identity import ANONYMOUS, acting_as
 from shared._logs import get_logger
 from shared._secrets import prepare_reads
-from shared._signing_keys import prepare_fetches
 from shared._snapstart import register_hooks
 
 logger = logging.getLogger(__name__)
@@ -229,7 +229,9 @@ def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
     """
     register_hooks()
     prepare_reads()
-    prepare_fetches()
+    signing_keys = sys.modules.get("shared._signing_keys")  # only where tokens are verified
+    if signing_keys is not None:
+        signing_keys.prepare_fetches()
     handler = _never_cached(handler)
 
     # log_event=False whatever POWERTOOLS_LOGGER_LOG_EVENT says: an event holds the caller's

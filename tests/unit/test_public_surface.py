@@ -121,9 +121,12 @@ for facade, names in {facades!r}.items():
 print(json.dumps({{"read": environ.read, "registered": [repr(hook) for hook in registered]}}))
 """
 
+# Every name of the plain façade, each imported on first use: what a plain function can load.
 IMPORT_PLAIN_ONLY = """
 import json, sys
 import shared.plain
+for name in shared.plain.__all__:
+    getattr(shared.plain, name)
 print(json.dumps(sorted(sys.modules)))
 """
 

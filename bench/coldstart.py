@@ -35,8 +35,8 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from tests.bench.contenders import BenchError
-from tests.bench.stack import BENCH_USER
+from bench.contenders import BenchError
+from bench.stack import BENCH_USER
 from tests.fixtures import zip_invoker
 from tests.fixtures.lambda_events import authorized, http_event
 from tests.fixtures.secrets_extension import serve_secrets_extension

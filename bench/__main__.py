@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.burst import run_burst
-from bench.coldstart import measure_cold_starts
+from bench.coldstart import build_with_sources, measure_cold_starts
 from bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
 from bench.exchanges import measure_exchanges
 from bench.ladder import LADDERS, measure_ladders
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         arch: {f: measure_zip(path) for f, path in built.items()} for arch, built in zips.items()
     }
-    # The dependencies ship bytecode alone: "without bytecode" needs their sources.
-    with_sources = build(
-        RESULTS_DIR / "dist-sources", architecture="x86_64", dependency_sources=True
-    )
+    with_sources = build_with_sources(RESULTS_DIR / "dist-sources", architecture="x86_64")
 
     with (
         _stdout_to(RESULTS_DIR / "functions.log"),

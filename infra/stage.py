@@ -36,8 +36,7 @@ from alembic.util import CommandError
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from infra.migrate import describe, upgrade
-from infra.package import read_service
-from infra.serverless_config import ConfigError, StageConfig, read_stage_config
+from infra.serverless_config import ConfigError, StageConfig, read_service, read_stage_config
 from shared.database_url import Purpose, url_for
 from shared.errors import DatabaseConfigError, DatabaseSecretNotSetError
 from shared.secrets import parse_secret

@@ -34,8 +34,9 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from infra import PROJECT_ROOT
-from infra.package import MANIFEST_NAME, read_service
+from infra.package import MANIFEST_NAME
 from infra.scaffold import ROLES, Names, role_block, round_trip_yaml
+from infra.serverless_config import read_service
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import TEST_PORTS, port_for
 from tests.fixtures.working_tree import LINKED, copy_working_tree

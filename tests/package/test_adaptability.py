@@ -11,7 +11,8 @@ and node_modules linked, not reinstalled):
 
 Then, in the copy and side by side: ruff, ruff format and mypy strict; the generated tests
 against a Postgres + PgBouncer stack of their own (this session's TEST_* ports + 7, so the two
-stacks never meet); the package build and its deploy check.
+stacks never meet); the check that each FastAPI router and serverless.yml agree; the package
+build and its deploy check.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tests.fixtures.stack import TEST_PORTS, port_for
 from tests.fixtures.working_tree import LINKED, copy_working_tree
 
 SAMPLE = "items"
+ROUTES_TEST = "tests/package/test_routes.py"
 SCAFFOLDED = {"orders": "fastapi", "ping": "plain"}
 PORT_OFFSET = 7
 TIMEOUT_S = 300
@@ -171,6 +173,7 @@ def adapted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdaptedCopy]:
             root, env,
         ),
         "tests": start(f"{python} -m pytest -p no:cacheprovider {generated}", root, env | ports),
+        "routes": start(f"{python} -m pytest -p no:cacheprovider -v {ROUTES_TEST}", root, env),
         "package": start(
             f"{python} -m infra.package build; {python} -m infra.package verify",
             root, env | {"ARTIFACTS_DIR": str(dist)},
@@ -208,6 +211,18 @@ def test_the_generated_tests_pass_against_a_stack_of_their_own(adapted: AdaptedC
 
     assert code == 0, output
     assert f"{len(SCAFFOLDED)} passed" in output
+
+
+def test_the_scaffolded_fastapi_function_agrees_with_serverless_yml(adapted: AdaptedCopy) -> None:
+    code, output = adapted.finish("routes")
+
+    assert code == 0, output
+    fastapi_functions = [name for name, kind in SCAFFOLDED.items() if kind == "fastapi"]
+    for name in fastapi_functions:
+        assert (
+            f"test_the_router_and_serverless_yml_declare_the_same_routes[{name}] PASSED" in output
+        )
+    assert f"[{SAMPLE}]" not in output
 
 
 def test_the_package_build_ships_the_new_functions_and_not_the_sample(

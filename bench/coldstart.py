@@ -77,6 +77,7 @@ def build_with_sources(dist: Path, architecture: str) -> dict[str, Path]:
     the dependencies as bytecode alone, so the cold start without bytecode needs these."""
     service = read_service()
     shutil.rmtree(dist, ignore_errors=True)
+    (dist / ".build").mkdir(parents=True)
     zips: dict[str, Path] = {}
     for function in service.functions:
         staging = dist / ".build" / function.name

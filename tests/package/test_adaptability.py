@@ -6,8 +6,8 @@ and node_modules linked, not reinstalled):
 
 1. `python -m infra.scaffold orders` (FastAPI) and `python -m infra.scaffold ping --kind plain`;
 2. the sample removed: functions/items/, its migrations (Alembic branch `items`), its entries in
-   serverless.yml, its role in infra/cloudformation/function-roles.yml, and the test modules
-   that import it, directly or through another one.
+   serverless.yml, its role in infra/cloudformation/function-roles.yml, and the test and bench
+   modules that import it, directly or through another one.
 
 Then, in the copy and side by side: ruff, ruff format and mypy strict; the generated tests
 against a Postgres + PgBouncer stack of their own (this session's TEST_* ports + 7, so the two
@@ -44,6 +44,7 @@ from tests.fixtures.working_tree import LINKED, copy_working_tree
 
 SAMPLE = "items"
 ROUTES_TEST = "tests/package/test_routes.py"
+TEST_AND_BENCH = ("tests", "bench")
 SCAFFOLDED = {"orders": "fastapi", "ping": "plain"}
 PORT_OFFSET = 7
 TIMEOUT_S = 300
@@ -84,11 +85,13 @@ def within(module: str, packages: set[str]) -> bool:
     return any(module == package or module.startswith(f"{package}.") for package in packages)
 
 
-def remove_tests_importing(root: Path, package: str) -> list[Path]:
-    """Delete the test modules that import `package`, or a module deleted here; return them."""
+def remove_modules_importing(root: Path, package: str) -> list[Path]:
+    """Delete the test and bench modules that import `package`, or a module deleted here;
+    return them."""
     modules = {
         ".".join(path.relative_to(root).with_suffix("").parts): path
-        for path in (root / "tests").rglob("*.py")
+        for folder in TEST_AND_BENCH
+        for path in (root / folder).rglob("*.py")
     }
     gone = {package}
     removed: list[Path] = []
@@ -123,7 +126,7 @@ def remove_sample(root: Path) -> list[Path]:
     sample_role = role_block(Names(SAMPLE), "fastapi")
     assert sample_role in roles.read_text()
     roles.write_text(roles.read_text().replace(sample_role, ""))
-    return removed + remove_tests_importing(root, f"functions.{SAMPLE}")
+    return removed + remove_modules_importing(root, f"functions.{SAMPLE}")
 
 
 def start(command: str, root: Path, env: dict[str, str]) -> subprocess.Popen[str]:

@@ -1,5 +1,8 @@
 """Scaffold a function: `make function NAME=orders [KIND=fastapi|plain]`.
 
+    python -m infra.scaffold orders                 # FastAPI + Mangum: a router, one route
+    python -m infra.scaffold orders --kind plain    # a plain handler, no FastAPI
+
 Writes the function's package from infra/templates/, its integration test, its entry in
 serverless.yml (route, zip, role, reserved concurrency, SnapStart, dependency group) and its IAM
 role, so a new function deploys and is tested from its first minute. serverless.yml is edited

@@ -100,7 +100,7 @@ remove: install ## Delete the stage's stack, secrets included: make remove STAGE
 	$(SERVERLESS) remove --stage $(STAGE)$(region_option)
 
 bench: install llvm-strip ## Measure latency, exchanges, cold start, zip sizes, a burst (minutes; not in CI)
-	$(RUN) python -m tests.bench
+	$(RUN) python -m bench
 
 clean: ## Remove installed dependencies and local state (stop the stack first)
 	rm -rf .venv .tools node_modules .local .serverless dist .mypy_cache .ruff_cache .pytest_cache

@@ -3,31 +3,13 @@
     python -m infra.package build     # `make package` / `make deploy`: every zip, into dist/
     python -m infra.package verify    # right before `serverless deploy`: dist/ is current
 
-serverless.yml ships these zips (`package.artifact`), because the framework's own packaging
-can neither install Linux wheels for another architecture nor ship bytecode. Each zip holds:
-
-- the function's own code only: `shared/` and `functions/<name>/`, never tests, docs, caches
-  or local-stack files;
-- the dependencies pinned in uv.lock, only the groups the function needs
-  (`custom.dependencyGroups` in serverless.yml: FastAPI only where it is used), as Linux wheels
-  for the target architecture and the runtime's Python (psycopg 3.3 ships `manylinux_2_28`
-  wheels for aarch64; older platform tags would silently fall back to psycopg 3.2);
-- each package's `.dist-info` (SQLAlchemy refuses a psycopg whose version reads 0.0.0.0);
-- no boto3: the Lambda runtime provides it;
-- bytecode compiled by the runtime's Python version with unchecked hashes: Lambda's code
-  directory is read-only, so without it Python compiles every module at every cold start,
-  which more than doubles the import time of a FastAPI function. The dependencies ship it
-  alone, `mod.pyc` where `mod.py` was (a third smaller zipped; a library's traceback lines
-  then show file and line number without the source text), except `infra.slim.KEEP_SOURCE`;
-  the project's own code keeps its sources beside `__pycache__`, so its tracebacks show lines.
-
-The architecture is serverless.yml's `provider.architecture`, and nothing else: `--arch` only
-confirms it. Each build replaces the previous one and writes `manifest.json` beside the zips:
-the content hash of every function's sources, of uv.lock and of this script, the dependency
-groups, the architecture and the Python version, and each zip's own hash. `verify` recomputes
-them from the working tree and refuses, in one line, zips that no longer match. Zips go to
-`dist/` (ARTIFACTS_DIR overrides it for the build and serverless.yml alike; the tests build in
-a temporary folder, so they never leave zips for a deploy to pick up).
+serverless.yml ships these zips (`package.artifact`) because the framework's own packaging can
+neither install Linux wheels for another architecture nor ship bytecode, and Lambda's read-only
+code directory would make Python compile every module at every cold start. Each zip holds the
+function's code and `shared/`, the locked dependencies of its groups (no boto3: the runtime has
+it) as bytecode alone, and the project's code with its sources, so tracebacks show lines.
+The architecture is serverless.yml's `provider.architecture`, decided there alone.
+`manifest.json` records what each build was made from, so `verify` refuses stale zips.
 """
 
 from __future__ import annotations
@@ -44,17 +26,16 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from infra import PROJECT_ROOT
+from infra.serverless_config import Function, Service, read_service
 from infra.slim import KEEP_SOURCE, left_out_imports, slim
 
 ARTIFACTS_DIR_VARIABLE = "ARTIFACTS_DIR"
 MANIFEST_NAME = "manifest.json"
+# psycopg 3.3 ships manylinux_2_28 wheels for aarch64: an older tag falls back to psycopg 3.2.
 PLATFORMS = {"arm64": "aarch64-manylinux_2_28", "x86_64": "x86_64-manylinux_2_28"}
 RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same input gives the same zip
@@ -65,118 +46,12 @@ class PackageError(Exception):
     """The zips cannot be built or deployed as asked; the message says what to do."""
 
 
-@dataclass(frozen=True)
-class Route:
-    """One `httpApi` route of serverless.yml: `GET /items/{item_id}`."""
-
-    method: str
-    path: str
-
-    @classmethod
-    def parse(cls, key: str) -> Route:
-        """The route `METHOD /path` names."""
-        method, _, path = key.partition(" ")
-        return cls(method.upper(), path)
-
-    @property
-    def key(self) -> str:
-        """The route as serverless.yml and API Gateway's `routeKey` spell it."""
-        return f"{self.method} {self.path}"
-
-    @property
-    def parameters(self) -> tuple[str, ...]:
-        """The path parameters' names, `{name}` or greedy `{name+}`, in order."""
-        return tuple(re.findall(r"\{(\w+)\+?\}", self.path))
-
-
-@dataclass(frozen=True)
-class Function:
-    """One function of serverless.yml: name, handler, dependency groups and routes."""
-
-    name: str
-    handler: str  # "functions/health/handler.handler": the file's path, then the attribute
-    groups: tuple[str, ...]
-    routes: tuple[Route, ...] = ()
-
-    @property
-    def code_dir(self) -> Path:
-        """The function's package, which its zip ships beside `shared/`."""
-        return Path(self.handler).parent
-
-    @property
-    def handler_file(self) -> Path:
-        """The handler's module file: `functions/health/handler.py`."""
-        return Path(self.handler.rpartition(".")[0] + ".py")
-
-    @property
-    def handler_module(self) -> str:
-        """The handler's module, importable: `functions.health.handler`."""
-        return ".".join(self.handler_file.with_suffix("").parts)
-
-    @property
-    def handler_name(self) -> str:
-        """The handler's attribute in its module."""
-        return self.handler.rpartition(".")[2]
-
-
-@dataclass(frozen=True)
-class Service:
-    """What the build needs from serverless.yml."""
-
-    name: str
-    python_version: str
-    architecture: str
-    functions: tuple[Function, ...]
-    root: Path = PROJECT_ROOT
-
-    @property
-    def routes(self) -> dict[Route, Function]:
-        """Every route, and the function that serves it."""
-        return {route: function for function in self.functions for route in function.routes}
-
-
-def _routes(events: list[dict[str, Any]]) -> tuple[Route, ...]:
-    """The `httpApi` events, written `METHOD /path` or as `{method, path}`."""
-    routes = []
-    for event in events:
-        spec = event.get("httpApi")
-        if isinstance(spec, str):
-            routes.append(Route.parse(spec))
-        elif isinstance(spec, dict):
-            routes.append(Route(str(spec.get("method", "*")).upper(), str(spec.get("path", "*"))))
-    return tuple(routes)
-
-
-def read_service(config_file: Path = PROJECT_ROOT / "serverless.yml") -> Service:
-    """The service as serverless.yml declares it: runtime, architecture, functions, routes.
-
-    The one reader of serverless.yml: the build, `verify` and the tests all see it through this.
-    """
-    config: dict[str, Any] = yaml.safe_load(config_file.read_text())
-    runtime: str = config["provider"]["runtime"]
-    architecture = config["provider"].get("architecture", "x86_64")  # Lambda's default
-    if architecture not in PLATFORMS:
+def _check_architecture(service: Service) -> None:
+    if service.architecture not in PLATFORMS:
         raise PackageError(
             f"provider.architecture in serverless.yml must be one of {', '.join(PLATFORMS)} "
-            f"written out, not {architecture!r}: the build reads it from there"
+            f"written out, not {service.architecture!r}: the build reads it from there"
         )
-    groups: dict[str, list[str]] = config.get("custom", {}).get("dependencyGroups", {})
-    functions = tuple(
-        Function(
-            name=name,
-            handler=spec["handler"],
-            groups=tuple(groups.get(name, [])),
-            routes=_routes(spec.get("events") or []),
-        )
-        for name, spec in config["functions"].items()
-    )
-    return Service(
-        name=config["service"],
-        python_version=runtime.removeprefix("python"),
-        architecture=architecture,
-        functions=functions,
-        root=config_file.resolve().parent,
-    )
 
 
 def artifacts_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -318,20 +193,15 @@ def _inputs(service: Service, architecture: str) -> dict[str, Any]:
 
 
 def build(
-    dist: Path | None = None,
-    *,
-    service: Service | None = None,
-    architecture: str | None = None,
-    dependency_sources: bool = False,
+    dist: Path | None = None, *, service: Service | None = None, architecture: str | None = None
 ) -> dict[str, Path]:
     """Build every function's zip into `dist` and write the manifest; return the zips.
 
-    `architecture` defaults to serverless.yml's; only tests ask for another one (to run the
-    zips on this machine), and `verify` refuses such a build. `dependency_sources` keeps the
-    dependencies' `.py` beside their bytecode: the benchmark's reference for a cold start
-    without bytecode.
+    `architecture` defaults to serverless.yml's; another one serves the tests and the bench,
+    which run the zips on this machine, and `verify` refuses such a build.
     """
     service = service or read_service()
+    _check_architecture(service)
     architecture = architecture or service.architecture
     dist = dist or artifacts_dir()
     dist.mkdir(parents=True, exist_ok=True)
@@ -352,7 +222,7 @@ def build(
                 function.groups, architecture, service.python_version, site, service.root
             )
             slim(site)
-            compile_bytecode(site, service.python_version, sourceless=not dependency_sources)
+            compile_bytecode(site, service.python_version, sourceless=True)
             installed[function.groups] = site
         staging = work / function.name
         shutil.copytree(installed[function.groups], staging)
@@ -387,6 +257,7 @@ def verify(dist: Path | None = None, *, service: Service | None = None) -> None:
     script, each function's dependency groups and sources, and each zip's own hash.
     """
     service = service or read_service()
+    _check_architecture(service)
     dist = dist or artifacts_dir()
     shown = dist.relative_to(PROJECT_ROOT) if dist.is_relative_to(PROJECT_ROOT) else dist
     try:
@@ -450,19 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     """Build (and report sizes) or verify; errors are one line on stderr and exit code 1."""
     parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__)
     parser.add_argument("command", nargs="?", choices=["build", "verify"], default="build")
-    parser.add_argument(
-        "--arch",
-        choices=sorted(PLATFORMS),
-        help="confirm the architecture: refused unless it is serverless.yml's",
-    )
     args = parser.parse_args(argv)
     try:
         service = read_service()
-        if args.arch is not None and args.arch != service.architecture:
-            raise PackageError(
-                f"serverless.yml deploys {service.architecture}, not {args.arch}: "
-                "change provider.architecture there, the one place it is decided"
-            )
         if args.command == "verify":
             verify(service=service)
             sys.stdout.write(f"{artifacts_dir().name}/ matches the working tree\n")

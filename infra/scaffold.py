@@ -3,29 +3,14 @@
     python -m infra.scaffold orders                 # FastAPI + Mangum: a router, one route
     python -m infra.scaffold orders --kind plain    # a plain handler, no FastAPI
 
-Writes, from the templates in infra/templates/:
+Writes the function's package from infra/templates/, its integration test, its entry in
+serverless.yml (route, zip, role, reserved concurrency, SnapStart, dependency group) and its IAM
+role, so a new function deploys and is tested from its first minute. serverless.yml is edited
+round-trip and refused unless the edit only adds lines, so its comments stay; nothing is
+written unless everything can be.
 
-- `functions/<name>/`: `handler.py` behind the shared Lambda boundary, and for FastAPI a
-  `routes.py` with one `async def` route on the public read session; each answers
-  `GET /<name>` (underscores become hyphens) to anyone with one query through the pooler, as
-  `anon`, and its docstring names how public, user and service routes choose whom they act as;
-- `tests/integration/test_<name>.py`, which invokes the handler with an API Gateway v2.0
-  event for its route (tests/fixtures/lambda_events.http_event) against the pooler;
-- the function in serverless.yml: handler, its own IAM role, zip, reserved concurrency (a new
-  `params.default.<name>Concurrency`), SnapStart, its route, and for FastAPI its dependency
-  group. The file is edited round-trip (ruamel.yaml), so every comment and its layout stay;
-  the edit is refused unless it only adds lines;
-- that role, appended to infra/cloudformation/function-roles.yml: its own log group, and the
-  secrets a function of its kind reads (the pooler URL; a FastAPI function verifies access
-  tokens, so also the legacy JWT secret on stages that accept HS256 tokens).
-
-FastAPI is the default: a function usually grows into a resource with several routes, request
-validation and an OpenAPI document, worth FastAPI's extra import time at a cold start; a plain
-handler is the choice for one hot endpoint (`make bench` measures both kinds).
-
-A bad or taken name is one line on stderr and exit code 2, and nothing is written unless
-everything can be: every file is rendered and serverless.yml edited in memory first, then
-each file is written beside its target and renamed into place.
+FastAPI is the default: a function usually grows into a resource with several routes, worth
+FastAPI's import time at a cold start; a plain handler suits one hot endpoint (`make bench`).
 """
 
 from __future__ import annotations
@@ -37,7 +22,6 @@ import keyword
 import os
 import re
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -49,7 +33,13 @@ from ruamel.yaml.error import CommentMark
 from ruamel.yaml.tokens import CommentToken
 
 from infra import PROJECT_ROOT
-from infra.serverless_config import ConfigError, reserved_concurrency
+from infra.serverless_config import (
+    ConfigError,
+    Route,
+    Service,
+    read_service,
+    reserved_concurrency,
+)
 
 type Kind = Literal["fastapi", "plain"]
 
@@ -80,6 +70,11 @@ class Names:
     def path(self) -> str:
         """The URL path segment: `order_lines` answers `/order-lines`."""
         return self.name.replace("_", "-")
+
+    @property
+    def route(self) -> Route:
+        """The one route a scaffolded function answers."""
+        return Route("GET", f"/{self.path}")
 
     @property
     def title(self) -> str:
@@ -138,31 +133,19 @@ def check_name(name: str) -> None:
         raise ScaffoldError(f"NAME {name!r} is a Python keyword, so it cannot name a package")
 
 
-def _routes(functions: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(route, function) for every httpApi event in serverless.yml."""
-    for function, spec in functions.items():
-        for event in (spec or {}).get("events") or []:
-            route = event.get("httpApi") if isinstance(event, dict) else None
-            if isinstance(route, str):
-                yield route, function
-
-
 def check_free(
-    names: Names, config: CommentedMap, roles: dict[str, Any], paths: list[Path], root: Path
+    names: Names, service: Service, roles: dict[str, Any], paths: list[Path], root: Path
 ) -> None:
     """Refuse a function that exists in any place the scaffold would write."""
-    functions: dict[str, Any] = config.get("functions") or {}
     taken = [str(path) for path in paths if (root / path).exists()]
     if names.role in (roles.get("Resources") or {}):
         taken.insert(0, f"the role {names.role} in {ROLES}")
-    if names.name in functions:
+    if names.name in {function.name for function in service.functions}:
         taken.insert(0, f"functions.{names.name} in serverless.yml")
     if taken:
         raise ScaffoldError(f"function {names.name!r} already exists: {', '.join(taken)}")
-    route = f"GET /{names.path}"
-    for existing, function in _routes(functions):
-        if existing == route:
-            raise ScaffoldError(f"{route} is already routed to the function {function!r}")
+    if owner := service.routes.get(names.route):
+        raise ScaffoldError(f"{names.route.key} is already routed to the function {owner.name!r}")
 
 
 def render_files(names: Names, kind: Kind) -> dict[Path, str]:
@@ -253,7 +236,7 @@ def _function_spec(names: Names, kind: Kind) -> CommentedMap:
         package=CommentedMap(artifact="${env:OFFLINE_FROM_SOURCE, '" + zip_path + "'}"),
         reservedConcurrency="${param:" + names.concurrency_param + "}",
         snapStart="${strToBool(${param:snapStart})}",
-        events=CommentedSeq([CommentedMap(httpApi=f"GET /{names.path}")]),
+        events=CommentedSeq([CommentedMap(httpApi=names.route.key)]),
     )
 
 
@@ -325,7 +308,7 @@ def plan(name: str, kind: Kind = DEFAULT_KIND, root: Path = PROJECT_ROOT) -> Pla
     outside = [path for path in files if not path.is_relative_to(package)]
     roles = (root / ROLES).read_text()
     check_free(
-        names, round_trip_yaml().load(text), YAML(typ="safe").load(roles), [package, *outside], root
+        names, read_service(serverless), YAML(typ="safe").load(roles), [package, *outside], root
     )
     files[Path("serverless.yml")], total = register(text, names, kind)
     files[ROLES] = add_role(roles, names, kind)
@@ -380,7 +363,7 @@ def main(argv: list[str] | None = None, root: Path = PROJECT_ROOT) -> int:
         sys.stdout.write(f"wrote {path.relative_to(scaffold.root)}\n")
     names = Names(args.name)
     sys.stdout.write(
-        f"GET /{names.path} is served by functions/{args.name}/ (`make dev`); its test: "
+        f"{names.route.key} is served by functions/{args.name}/ (`make dev`); its test: "
         f"`.venv/bin/pytest tests/integration/test_{args.name}.py`. Reserved concurrency "
         f"{names.concurrency_param} = {DEFAULT_CONCURRENCY} makes {scaffold.concurrency_total} "
         "for all functions: keep it under the pooler's client limit (docs/deploying.md, "

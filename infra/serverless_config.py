@@ -1,14 +1,10 @@
-"""serverless.yml's values for one stage, resolved as `serverless` resolves them, for the
-commands that talk to AWS before or beside it (`make secret`, `make migrate STAGE=...`, the
-checks `make package` and `make deploy` run first).
+"""serverless.yml, read in one place: the functions, their handlers, dependency groups and
+routes (for the build, the scaffold and the tests), and one stage's values resolved as
+`serverless` resolves them (for the commands that talk to AWS beside it).
 
-serverless.yml stays the one definition: the region is `provider.region`
-(`${opt:region, env:AWS_REGION, 'us-east-1'}`), never the AWS profile's region or
-AWS_DEFAULT_REGION, which `serverless` ignores; the Supabase URL is `params.<stage>.supabaseUrl`
-else `params.default.supabaseUrl`; each function's reserved concurrency is its
-`reservedConcurrency`. Only the variable sources those use are understood (`opt:`, `env:`,
-`param:`, quoted literals, fallbacks after commas); anything else is refused in one line rather
-than guessed. tests/package/test_stage_config.py compares the result with `serverless print`.
+Only the variable sources serverless.yml uses are resolved (`opt:`, `env:`, `param:`, quoted
+literals, fallbacks); anything else is refused in one line rather than guessed.
+tests/package/test_stage_config.py compares the result with `serverless print`.
 """
 
 from __future__ import annotations
@@ -25,12 +21,20 @@ import yaml
 from infra import PROJECT_ROOT
 
 __all__ = [
+    "SERVERLESS_YML",
     "ConfigError",
+    "Function",
+    "Route",
+    "Service",
     "StageConfig",
+    "load_config",
+    "read_service",
     "read_stage_config",
     "reserved_concurrency",
     "resolve",
 ]
+
+SERVERLESS_YML = PROJECT_ROOT / "serverless.yml"
 
 DEFAULT_REGION = "us-east-1"
 """The framework's region when provider.region resolves to nothing."""
@@ -40,6 +44,108 @@ _VARIABLE = re.compile(r"\$\{(?P<sources>[^{}]*)\}")
 
 class ConfigError(Exception):
     """serverless.yml cannot be resolved offline for this stage; the message says where."""
+
+
+def load_config(config_file: Path = SERVERLESS_YML) -> dict[str, Any]:
+    """serverless.yml as data, its `${...}` variables left as written."""
+    config: dict[str, Any] = yaml.safe_load(config_file.read_text())
+    return config
+
+
+@dataclass(frozen=True)
+class Route:
+    """One `httpApi` route of serverless.yml: `GET /items/{item_id}`."""
+
+    method: str
+    path: str
+
+    @classmethod
+    def parse(cls, key: str) -> Route:
+        """The route `METHOD /path` names."""
+        method, _, path = key.partition(" ")
+        return cls(method.upper(), path)
+
+    @property
+    def key(self) -> str:
+        """The route as serverless.yml and API Gateway's `routeKey` spell it."""
+        return f"{self.method} {self.path}"
+
+
+@dataclass(frozen=True)
+class Function:
+    """One function of serverless.yml: name, handler, dependency groups and routes."""
+
+    name: str
+    handler: str  # "functions/health/handler.handler": the file's path, then the attribute
+    groups: tuple[str, ...]
+    routes: tuple[Route, ...] = ()
+
+    @property
+    def code_dir(self) -> Path:
+        """The function's package, which its zip ships beside `shared/`."""
+        return Path(self.handler).parent
+
+    @property
+    def handler_file(self) -> Path:
+        """The handler's module file: `functions/health/handler.py`."""
+        return Path(self.handler.rpartition(".")[0] + ".py")
+
+    @property
+    def handler_name(self) -> str:
+        """The handler's attribute in its module."""
+        return self.handler.rpartition(".")[2]
+
+
+@dataclass(frozen=True)
+class Service:
+    """The service as serverless.yml declares it."""
+
+    name: str
+    python_version: str
+    architecture: str
+    functions: tuple[Function, ...]
+    root: Path = PROJECT_ROOT
+
+    @property
+    def routes(self) -> dict[Route, Function]:
+        """Every route, and the function that serves it."""
+        return {route: function for function in self.functions for route in function.routes}
+
+
+def _routes(events: list[dict[str, Any]]) -> tuple[Route, ...]:
+    """The `httpApi` events, written `METHOD /path` or as `{method, path}`."""
+    routes = []
+    for event in events:
+        spec = event.get("httpApi") if isinstance(event, Mapping) else None
+        if isinstance(spec, str):
+            routes.append(Route.parse(spec))
+        elif isinstance(spec, Mapping):
+            routes.append(Route(str(spec.get("method", "*")).upper(), str(spec.get("path", "*"))))
+    return tuple(routes)
+
+
+def read_service(config_file: Path = SERVERLESS_YML) -> Service:
+    """The runtime, architecture, functions and routes; serverless.yml's `custom.dependencyGroups`
+    name what each function ships besides the core dependencies."""
+    config = load_config(config_file)
+    provider: Mapping[str, Any] = config["provider"]
+    groups: Mapping[str, list[str]] = (config.get("custom") or {}).get("dependencyGroups") or {}
+    functions = tuple(
+        Function(
+            name=name,
+            handler=spec["handler"],
+            groups=tuple(groups.get(name, [])),
+            routes=_routes(spec.get("events") or []),
+        )
+        for name, spec in (config.get("functions") or {}).items()
+    )
+    return Service(
+        name=str(config["service"]),
+        python_version=str(provider["runtime"]).removeprefix("python"),
+        architecture=str(provider.get("architecture", "x86_64")),  # Lambda's default
+        functions=functions,
+        root=config_file.resolve().parent,
+    )
 
 
 @dataclass(frozen=True)
@@ -126,10 +232,10 @@ def read_stage_config(
     stage: str,
     region: str | None = None,
     environ: Mapping[str, str] | None = None,
-    config_file: Path = PROJECT_ROOT / "serverless.yml",
+    config_file: Path = SERVERLESS_YML,
 ) -> StageConfig:
     """serverless.yml resolved for `stage`; `region` is `--region`, as given to `serverless`."""
-    config: dict[str, Any] = yaml.safe_load(config_file.read_text())
+    config = load_config(config_file)
     env = os.environ if environ is None else environ
     options = {"stage": stage} | ({"region": region} if region else {})
     context = _Context(config, stage, options, env)

@@ -1,5 +1,5 @@
-"""Deployed stages: store a database URL (or the legacy JWT secret) in the stage's secret,
-run migrations over the session-mode or direct URL.
+"""Deployed stages: store a database URL or the legacy JWT secret in the stage's secret, run
+migrations, check a stage before `serverless` runs.
 
     python -m infra.stage secret --stage dev            # transaction-pooler URL, from stdin
     python -m infra.stage secret --stage dev --direct   # session-mode/direct URL, for migrations
@@ -8,18 +8,10 @@ run migrations over the session-mode or direct URL.
     python -m infra.stage check --stage dev --offline   # `make package`: a Supabase URL is set
     python -m infra.stage check --stage dev             # `make deploy`: and the concurrency fits
 
-Every command talks to AWS in the region `serverless` deploys to: `--region`, else AWS_REGION,
-else serverless.yml's default (infra/serverless_config.py), never the profile's region. A
-missing region, missing credentials or a refusal from AWS is one line, as every error here.
-
-The secrets themselves are created by the stack (infra/cloudformation/database-secrets.yml,
-auth-secrets.yml), so `serverless deploy` must have run once. Values are read from stdin (a
-prompt that does not echo on a terminal), never from arguments that would land in shell
-history.
-
-Which URL may serve which purpose is decided by `shared._database_url.url_for`, as for every
-other path. `migrate` reads DIRECT_DATABASE_URL from the environment only, never from `.env`:
-`.env` describes the machine's own database, not the stage's.
+The region is the one `serverless` deploys to (infra/serverless_config.py), never the profile's.
+Values come from stdin, never arguments that would land in shell history; `migrate` reads
+DIRECT_DATABASE_URL from the environment only, because `.env` describes this machine's
+database, not the stage's. Errors are one line.
 """
 
 from __future__ import annotations
@@ -36,8 +28,7 @@ from alembic.util import CommandError
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from infra.migrate import describe, upgrade
-from infra.package import read_service
-from infra.serverless_config import ConfigError, StageConfig, read_stage_config
+from infra.serverless_config import ConfigError, StageConfig, read_service, read_stage_config
 from shared._database_url import Purpose, url_for
 from shared._errors import DatabaseConfigError, DatabaseSecretNotSetError
 from shared._secrets import parse_secret

@@ -6,9 +6,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from infra.package import Route
+from infra.serverless_config import Route
 from tests.e2e.conftest import OfflineLog
-from tests.fixtures.lambda_events import fill_path
+from tests.fixtures.lambda_events import fill_path, path_parameter_names
 from tests.fixtures.service import BODY_METHODS, ROUTES
 from tests.fixtures.tokens import Tokens, bearer
 
@@ -27,7 +27,7 @@ def undeclared_method(path: str) -> str:
 
 
 def request_on(api: httpx.Client, route: Route) -> httpx.Response:
-    path = fill_path(route, dict.fromkeys(route.parameters, NO_SUCH_ROW))
+    path = fill_path(route, dict.fromkeys(path_parameter_names(route), NO_SUCH_ROW))
     return api.request(route.method, path, json={} if route.method in BODY_METHODS else None)
 
 
@@ -37,7 +37,7 @@ def test_each_declared_route_reaches_its_function(
 ) -> None:
     response = request_on(api, route)
 
-    path = fill_path(route, dict.fromkeys(route.parameters, NO_SUCH_ROW))
+    path = fill_path(route, dict.fromkeys(path_parameter_names(route), NO_SUCH_ROW))
     assert offline_log.invocations() == [(f"{route.method} {path}", ROUTES[route].name)]
     assert response.status_code < 500
     assert response.headers["content-type"].startswith("application/json")

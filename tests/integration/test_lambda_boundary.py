@@ -20,7 +20,7 @@ from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from infra.package import Route
+from infra.serverless_config import Route
 from tests.fixtures.lambda_events import (
     FunctionOutput,
     LambdaTestContext,
@@ -29,6 +29,7 @@ from tests.fixtures.lambda_events import (
     fill_path,
     function_url_event,
     http_event,
+    path_parameter_names,
     rest_event,
     stored_event,
 )
@@ -58,7 +59,7 @@ def documented_statuses(function: str) -> set[int]:
 def v2_route(function: str) -> tuple[Route, str]:
     """The function's read route, and its path with the parameters filled in."""
     route = read_route(FUNCTIONS[function])
-    return route, fill_path(route, dict.fromkeys(route.parameters, NO_SUCH_ROW))
+    return route, fill_path(route, dict.fromkeys(path_parameter_names(route), NO_SUCH_ROW))
 
 
 @pytest.fixture(autouse=True)
@@ -257,7 +258,7 @@ methods = st.one_of(st.sampled_from(["GET", "POST", "PATCH", "DELETE", "PUT", "H
 
 def _on(route: Route) -> st.SearchStrategy[tuple[str, str, str | None]]:
     """Requests on a declared route: its method, its path with any parameter values."""
-    values = st.fixed_dictionaries(dict.fromkeys(route.parameters, parameter_values))
+    values = st.fixed_dictionaries(dict.fromkeys(path_parameter_names(route), parameter_values))
     return st.tuples(st.just(route.method), values.map(lambda v: fill_path(route, v)), bodies)
 
 

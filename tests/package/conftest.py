@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.package import PLATFORMS, build, read_service
+from infra.package import PLATFORMS, build
+from infra.serverless_config import read_service
 from tests.fixtures.service import FUNCTIONS
 
 

@@ -6,12 +6,13 @@ and node_modules linked, not reinstalled):
 
 1. `python -m infra.scaffold orders` (FastAPI) and `python -m infra.scaffold ping --kind plain`;
 2. the sample removed: functions/items/, its migrations (Alembic branch `items`), its entries in
-   serverless.yml, its role in infra/cloudformation/function-roles.yml, and the test modules
-   that import it, directly or through another one.
+   serverless.yml, its role in infra/cloudformation/function-roles.yml, and the test and bench
+   modules that import it, directly or through another one.
 
 Then, in the copy and side by side: ruff, ruff format and mypy strict; the generated tests
 against a Postgres + PgBouncer stack of their own (this session's TEST_* ports + 7, so the two
-stacks never meet); the package build and its deploy check.
+stacks never meet); the check that each FastAPI router and serverless.yml agree; the package
+build and its deploy check.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from infra import PROJECT_ROOT
-from infra.package import MANIFEST_NAME, read_service
+from infra.package import MANIFEST_NAME
 from infra.scaffold import ROLES, Names, role_block, round_trip_yaml
+from infra.serverless_config import read_service
 from tests.conftest import environment_outside_the_session
 from tests.fixtures.stack import TEST_PORTS, port_for
 from tests.fixtures.working_tree import LINKED, copy_working_tree
 
 SAMPLE = "items"
+ROUTES_TEST = "tests/package/test_routes.py"
+TEST_AND_BENCH = ("tests", "bench")
 SCAFFOLDED = {"orders": "fastapi", "ping": "plain"}
 PORT_OFFSET = 7
 TIMEOUT_S = 300
@@ -81,11 +85,13 @@ def within(module: str, packages: set[str]) -> bool:
     return any(module == package or module.startswith(f"{package}.") for package in packages)
 
 
-def remove_tests_importing(root: Path, package: str) -> list[Path]:
-    """Delete the test modules that import `package`, or a module deleted here; return them."""
+def remove_modules_importing(root: Path, package: str) -> list[Path]:
+    """Delete the test and bench modules that import `package`, or a module deleted here;
+    return them."""
     modules = {
         ".".join(path.relative_to(root).with_suffix("").parts): path
-        for path in (root / "tests").rglob("*.py")
+        for folder in TEST_AND_BENCH
+        for path in (root / folder).rglob("*.py")
     }
     gone = {package}
     removed: list[Path] = []
@@ -120,7 +126,7 @@ def remove_sample(root: Path) -> list[Path]:
     sample_role = role_block(Names(SAMPLE), "fastapi")
     assert sample_role in roles.read_text()
     roles.write_text(roles.read_text().replace(sample_role, ""))
-    return removed + remove_tests_importing(root, f"functions.{SAMPLE}")
+    return removed + remove_modules_importing(root, f"functions.{SAMPLE}")
 
 
 def start(command: str, root: Path, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -170,6 +176,7 @@ def adapted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdaptedCopy]:
             root, env,
         ),
         "tests": start(f"{python} -m pytest -p no:cacheprovider {generated}", root, env | ports),
+        "routes": start(f"{python} -m pytest -p no:cacheprovider -v {ROUTES_TEST}", root, env),
         "package": start(
             f"{python} -m infra.package build; {python} -m infra.package verify",
             root, env | {"ARTIFACTS_DIR": str(dist)},
@@ -207,6 +214,18 @@ def test_the_generated_tests_pass_against_a_stack_of_their_own(adapted: AdaptedC
 
     assert code == 0, output
     assert f"{len(SCAFFOLDED)} passed" in output
+
+
+def test_the_scaffolded_fastapi_function_agrees_with_serverless_yml(adapted: AdaptedCopy) -> None:
+    code, output = adapted.finish("routes")
+
+    assert code == 0, output
+    fastapi_functions = [name for name, kind in SCAFFOLDED.items() if kind == "fastapi"]
+    for name in fastapi_functions:
+        assert (
+            f"test_the_router_and_serverless_yml_declare_the_same_routes[{name}] PASSED" in output
+        )
+    assert f"[{SAMPLE}]" not in output
 
 
 def test_the_package_build_ships_the_new_functions_and_not_the_sample(

@@ -20,9 +20,9 @@ from infra.package import (
     PackageError,
     build,
     main,
-    read_service,
     verify,
 )
+from infra.serverless_config import read_service
 
 PROJECT_FILES = ("serverless.yml", "pyproject.toml", "uv.lock", "shared", "functions")
 SERVICE = read_service()
@@ -157,13 +157,31 @@ def test_deploy_command_refuses_stale_zips_in_one_line(
     assert line.startswith("package: refusing the zips in ")
 
 
-def test_asking_for_another_architecture_is_refused_before_building(
+def test_the_command_line_cannot_ask_for_another_architecture(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """serverless.yml is the one place the architecture is decided."""
     monkeypatch.setenv(ARTIFACTS_DIR_VARIABLE, str(tmp_path))
 
-    assert main(["build", "--arch", OTHER_ARCHITECTURE]) == 1
+    with pytest.raises(SystemExit) as stopped:
+        main(["build", "--arch", OTHER_ARCHITECTURE])
 
-    [line] = capsys.readouterr().err.splitlines()
-    assert f"serverless.yml deploys {ARCHITECTURE}, not {OTHER_ARCHITECTURE}" in line
+    assert stopped.value.code == 2
+    assert "unrecognized arguments: --arch" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_architecture_lambda_does_not_offer_is_refused_before_building(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    config = project / "serverless.yml"
+    config.write_text(
+        config.read_text().replace(f"architecture: {ARCHITECTURE}", "architecture: aarch64")
+    )
+    dist = tmp_path / "dist"
+
+    with pytest.raises(
+        PackageError, match="must be one of arm64, x86_64 written out, not 'aarch64'"
+    ):
+        build(dist, service=read_service(config))
+
+    assert not dist.exists()

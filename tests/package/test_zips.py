@@ -37,6 +37,7 @@ from tests.fixtures.lambda_events import (
     authorized,
     function_url_event,
     http_event,
+    path_parameter_names,
     rest_event,
     stored_event,
 )
@@ -45,6 +46,7 @@ from tests.fixtures.service import (
     BODY_METHODS,
     FUNCTIONS,
     SERVICE,
+    handler_module,
     handler_of,
     read_route,
     uses_fastapi,
@@ -168,7 +170,7 @@ def invoke_from_zip(
     no DATABASE_URL)."""
     if handler is None:
         declared = FUNCTIONS[task_root.name]
-        handler = f"{declared.handler_module}:{declared.handler_name}"
+        handler = f"{handler_module(declared)}:{declared.handler_name}"
     event_files = []
     for number, event in enumerate(events):
         event_files.append(work / f"{task_root.name}-event-{number}.json")
@@ -281,14 +283,14 @@ def served_events(row_id: int, token: str) -> list[dict[str, Any]]:
     events = [
         http_event(
             route,
-            params=dict.fromkeys(route.parameters, row_id),
+            params=dict.fromkeys(path_parameter_names(route), row_id),
             body=EXAMPLE_BODIES.get(route.key, {}) if route.method in BODY_METHODS else None,
             token=token,
         )
         for route in routes
     ]
-    read = next(r for r in routes if r.method == "GET" and r.parameters)
-    path = http_event(read, params=dict.fromkeys(read.parameters, row_id))["rawPath"]
+    read = next(r for r in routes if r.method == "GET" and path_parameter_names(r))
+    path = http_event(read, params=dict.fromkeys(path_parameter_names(read), row_id))["rawPath"]
     return [
         *events,
         http_event(routes[0], raw_body="{not json", token=token),

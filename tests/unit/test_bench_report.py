@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bench.report import MIB, zip_size_target
-from tests.bench.sizes import ZipSize
+from bench.report import MIB, zip_size_target
+from bench.sizes import ZipSize
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@
   pooler: reads connect, SELECT, close; writes connect, BEGIN, INSERT/UPDATE/DELETE ...
   RETURNING, COMMIT, close; as the login role, with no identity (which the project's items
   requests set, in the same exchanges) and the bench user's id written as the owner.
-- `NaiveFastAPI`: the reference a tutorial would produce (tests/bench/naive.py).
+- `NaiveFastAPI`: the reference a tutorial would produce (bench/naive.py).
 
 Each `prepare(route)` returns the request as a thunk, so building events stays out of timing.
 Every request checks its status: a failed request is an error, never a fast sample.
@@ -22,12 +22,12 @@ from typing import Any, ClassVar
 
 import psycopg
 
+from bench.naive import build_naive_handler
+from bench.stack import BENCH_USER
 from functions.connections.handler import handler as connections_handler
 from functions.connections.report import USAGE_QUERY
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
-from tests.bench.naive import build_naive_handler
-from tests.bench.stack import BENCH_USER
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.stack import reset_caches
 from tests.fixtures.tokens import Tokens

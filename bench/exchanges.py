@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.contenders import ROUTES, Contender
 from infra.local_stack import LocalStack
-from tests.bench.contenders import ROUTES, Contender
 from tests.fixtures.proxy import ExchangeCounter
 
 __all__ = ["RequestExchanges", "measure_exchanges"]

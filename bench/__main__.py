@@ -1,4 +1,4 @@
-"""Run the benchmark: `python -m tests.bench` (or `make bench`); `--quick` for a smoke run."""
+"""Run the benchmark: `python -m bench` (or `make bench`); `--quick` for a smoke run."""
 
 from __future__ import annotations
 
@@ -16,18 +16,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.burst import run_burst
+from bench.coldstart import build_with_sources, measure_cold_starts
+from bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
+from bench.exchanges import measure_exchanges
+from bench.ladder import LADDERS, measure_ladders
+from bench.report import build_report
+from bench.sizes import measure_zip
+from bench.stack import BENCH_USER, POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
+from bench.stats import summarize
+from bench.warm import measure_threads_per_request, measure_warm
 from infra import PROJECT_ROOT
 from infra.package import PLATFORMS, build
-from tests.bench.burst import run_burst
-from tests.bench.coldstart import measure_cold_starts
-from tests.bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
-from tests.bench.exchanges import measure_exchanges
-from tests.bench.ladder import LADDERS, measure_ladders
-from tests.bench.report import build_report
-from tests.bench.sizes import measure_zip
-from tests.bench.stack import BENCH_USER, POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
-from tests.bench.stats import summarize
-from tests.bench.warm import measure_threads_per_request, measure_warm
 from tests.fixtures.tokens import serve_tokens
 
 SEEDED_ITEMS = 50
@@ -89,7 +89,7 @@ def _stdout_to(path: Path) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure everything, write the report and JSON, print the report."""
-    parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="few rounds: check that it runs")
     quick = parser.parse_args(argv).quick
     rounds = _setting("BENCH_ROUNDS", 300, 10, is_quick=quick)
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {
         arch: {f: measure_zip(path) for f, path in built.items()} for arch, built in zips.items()
     }
-    # The dependencies ship bytecode alone: "without bytecode" needs their sources.
-    with_sources = build(
-        RESULTS_DIR / "dist-sources", architecture="x86_64", dependency_sources=True
-    )
+    with_sources = build_with_sources(RESULTS_DIR / "dist-sources", architecture="x86_64")
 
     with (
         _stdout_to(RESULTS_DIR / "functions.log"),

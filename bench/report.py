@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tests.bench.burst import BurstResult
-from tests.bench.coldstart import SCENARIOS, SECRET_SCENARIOS
-from tests.bench.contenders import READ_ROUTES, ROUTES, WRITE_ROUTES
-from tests.bench.exchanges import RequestExchanges
-from tests.bench.ladder import LADDERS, Ladders
-from tests.bench.sizes import ZipSize
-from tests.bench.stats import Ratio, ratio, summarize
+from bench.burst import BurstResult
+from bench.coldstart import SCENARIOS, SECRET_SCENARIOS
+from bench.contenders import READ_ROUTES, ROUTES, WRITE_ROUTES
+from bench.exchanges import RequestExchanges
+from bench.ladder import LADDERS, Ladders
+from bench.sizes import ZipSize
+from bench.stats import Ratio, ratio, summarize
 from tests.fixtures.service import FUNCTIONS, uses_fastapi
 
 __all__ = ["Target", "build_report", "zip_size_target"]

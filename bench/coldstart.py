@@ -35,18 +35,21 @@ from pathlib import Path
 import boto3
 from moto.server import ThreadedMotoServer
 
-from tests.bench.contenders import BenchError
-from tests.bench.stack import BENCH_USER
+from bench.contenders import BenchError
+from bench.stack import BENCH_USER
+from infra.package import copy_code, install_dependencies, write_zip
+from infra.serverless_config import read_service
+from infra.slim import slim
 from tests.fixtures import zip_invoker
-from tests.fixtures.lambda_events import authorized, http_event
+from tests.fixtures.lambda_events import authorized, http_event, path_parameter_names
 from tests.fixtures.secrets_extension import serve_secrets_extension
-from tests.fixtures.service import FUNCTIONS, read_route
+from tests.fixtures.service import FUNCTIONS, handler_module, read_route
 from tests.fixtures.stack import free_port
 from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
-__all__ = ["SCENARIOS", "SECRET_SCENARIOS", "measure_cold_starts"]
+__all__ = ["SCENARIOS", "SECRET_SCENARIOS", "build_with_sources", "measure_cold_starts"]
 
 SCENARIOS = (
     "bare interpreter",
@@ -67,6 +70,24 @@ RUNTIME_PACKAGES = (
     "urllib3",
 )
 REGION = "eu-central-1"
+
+
+def build_with_sources(dist: Path, architecture: str) -> dict[str, Path]:
+    """Each function's zip with its dependencies' sources and no bytecode: the shipped zips hold
+    the dependencies as bytecode alone, so the cold start without bytecode needs these."""
+    service = read_service()
+    shutil.rmtree(dist, ignore_errors=True)
+    (dist / ".build").mkdir(parents=True)
+    zips: dict[str, Path] = {}
+    for function in service.functions:
+        staging = dist / ".build" / function.name
+        install_dependencies(function.groups, architecture, service.python_version, staging)
+        slim(staging)
+        copy_code(function, staging)
+        zips[function.name] = dist / f"{function.name}.zip"
+        write_zip(staging, zips[function.name])
+    shutil.rmtree(dist / ".build")
+    return zips
 
 
 def _unpack_read_only(zip_path: Path, target: Path, *, bytecode: bool) -> None:
@@ -155,9 +176,11 @@ def measure_cold_starts(
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
         _unpack_read_only(with_sources[function], work / "no-bytecode" / function, bytecode=False)
         # A read of one row (`read_id`) where the function has one, as the README's figures.
-        gets = [r for r in FUNCTIONS[function].routes if r.method == "GET" and r.parameters]
+        gets = [
+            r for r in FUNCTIONS[function].routes if r.method == "GET" and path_parameter_names(r)
+        ]
         route = gets[0] if gets else read_route(FUNCTIONS[function])
-        event = http_event(route, params=dict.fromkeys(route.parameters, read_id))
+        event = http_event(route, params=dict.fromkeys(path_parameter_names(route), read_id))
         # connections answers only the service role; the others take a user's token.
         event = authorized(
             event,
@@ -185,7 +208,7 @@ def measure_cold_starts(
                         "SUPABASE_URL": tokens.supabase_url,
                     }
                     declared = FUNCTIONS[function]
-                    args = [str(ZIP_INVOKER), f"{declared.handler_module}:{declared.handler_name}"]
+                    args = [str(ZIP_INVOKER), f"{handler_module(declared)}:{declared.handler_name}"]
                     if scenario == "bare interpreter":
                         args = ["-c", "pass"]
                     elif scenario.endswith("DATABASE_URL"):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tests.bench.contenders import ROUTES, Contender
+from bench.contenders import ROUTES, Contender
 
 __all__ = ["measure_threads_per_request", "measure_warm"]
 

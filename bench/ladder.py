@@ -30,6 +30,14 @@ from collections.abc import Awaitable, Callable, Sequence
 import psycopg
 from sqlalchemy import text
 
+from bench.contenders import (
+    ITEM_COLUMNS,
+    RAW_CONNECT_ARGS,
+    BenchError,
+    ProjectFunctions,
+    Request,
+)
+from bench.stack import BENCH_USER
 from functions.items.models import Item
 from shared._deadline import invocation_deadline
 from shared._driver import AsyncPoolerConnection
@@ -37,14 +45,6 @@ from shared._engine import autocommit_connection, get_async_engine
 from shared._identity import ANONYMOUS, acting_as
 from shared._sessions import async_read_session
 from shared._settings import get_settings
-from tests.bench.contenders import (
-    ITEM_COLUMNS,
-    RAW_CONNECT_ARGS,
-    BenchError,
-    ProjectFunctions,
-    Request,
-)
-from tests.bench.stack import BENCH_USER
 
 __all__ = ["LADDERS", "Ladders", "measure_ladders"]
 

@@ -2,6 +2,7 @@
 
     python -m infra.package build     # `make package` / `make deploy`: every zip, into dist/
     python -m infra.package verify    # right before `serverless deploy`: dist/ is current
+    python -m infra.package functions # `make logs`: the function names, one a line
 
 serverless.yml ships these zips (`package.artifact`), because the framework's own packaging
 can neither install Linux wheels for another architecture nor ship bytecode. Each zip holds:
@@ -447,9 +448,12 @@ def _report(zips: dict[str, Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build (and report sizes) or verify; errors are one line on stderr and exit code 1."""
+    """Build (and report sizes), verify, or list the functions; errors are one line on stderr
+    and exit code 1."""
     parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["build", "verify"], default="build")
+    parser.add_argument(
+        "command", nargs="?", choices=["build", "verify", "functions"], default="build"
+    )
     parser.add_argument(
         "--arch",
         choices=sorted(PLATFORMS),
@@ -463,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"serverless.yml deploys {service.architecture}, not {args.arch}: "
                 "change provider.architecture there, the one place it is decided"
             )
-        if args.command == "verify":
+        if args.command == "functions":
+            sys.stdout.writelines(f"{function.name}\n" for function in service.functions)
+        elif args.command == "verify":
             verify(service=service)
             sys.stdout.write(f"{artifacts_dir().name}/ matches the working tree\n")
         else:

@@ -238,9 +238,13 @@ module.exports = async ({ resolveVariable }) => {
     'ConnectionBudgetAlarm',
     'connection-budget',
     `Database connections at ${budgetPercent}% of the connection budget or more ` +
-      '(ConnectionBudgetUsed, from the monitor function); new connections will soon be refused.',
+      '(ConnectionBudgetUsed, from the monitor function): new connections will soon be ' +
+      'refused. Also when the monitor publishes nothing: it cannot reach the database.',
     budgetPercent,
     {
+      // The monitor publishes every minute; silence means it failed, and it answers no client,
+      // so no other alarm would see it.
+      TreatMissingData: 'breaching',
       Namespace: namespace,
       MetricName: 'ConnectionBudgetUsed',
       Dimensions: [{ Name: 'service', Value: serviceDimension }],

@@ -139,11 +139,12 @@ module.exports = async ({ resolveVariable }) => {
     const functionName = config.name ?? `${prefix}-${fn}`;
     const id = pascal(fn);
     const timeoutMs = 1000 * Number(config.timeout ?? provider.timeout ?? 6);
+    const answersHttp = (config.events ?? []).some((event) => event.httpApi !== undefined);
     alarm(
       `${id}ErrorsAlarm`,
       `${fn}-errors`,
-      `${fn}: invocations that crashed, timed out or ran out of memory (Lambda Errors); ` +
-        'the client got a 5xx from API Gateway and the function logged no answer.',
+      `${fn}: invocations that crashed, timed out or ran out of memory (Lambda Errors), ` +
+        (answersHttp ? "answered by API Gateway's 5xx." : 'so did not run to the end.'),
       number(params, 'alarmFunctionErrors'),
       lambdaAlarm(functionName, 'Errors', 'Sum', ANY_IN_FIVE_MINUTES)
     );
@@ -174,7 +175,6 @@ module.exports = async ({ resolveVariable }) => {
         lambdaAlarm(functionName, 'ConcurrentExecutions', 'Maximum', SUSTAINED)
       );
     }
-    const answersHttp = (config.events ?? []).some((event) => event.httpApi !== undefined);
     if (answersHttp) {
       const byClass = (statusClass) =>
         metric(
@@ -287,9 +287,8 @@ module.exports = async ({ resolveVariable }) => {
 function dashboard({ prefix, namespace, serviceDimension, functions, alarmIds }) {
   const REGION = '@@region@@';
   const API = '@@api@@';
-  const search = (schema, metricName, stat, label) => ({
+  const search = (schema, metricName, stat) => ({
     expression: `SEARCH('{"${namespace}",${schema.join(',')}} service="${serviceDimension}" MetricName="${metricName}"', '${stat}', 60)`,
-    label,
   });
   const widget = (title, properties, width = 8) => ({
     type: 'metric',
@@ -321,8 +320,9 @@ function dashboard({ prefix, namespace, serviceDimension, functions, alarmIds })
         region: REGION,
         view: 'timeSeries',
         query:
-          `SOURCE '/aws/http-api/${prefix}' | stats count(*) as requests by bin(1m), ` +
-          "concat(substr(status, 0, 1), 'xx') as status_class",
+          `SOURCE '/aws/http-api/${prefix}' ` +
+          "| fields concat(substr(status, 0, 1), 'xx') as status_class " +
+          '| stats count(*) as requests by bin(1m), status_class',
       },
     },
     widget('API requests, 4xx and 5xx', {
@@ -344,13 +344,13 @@ function dashboard({ prefix, namespace, serviceDimension, functions, alarmIds })
       ],
     }),
     widget('Requests by function and status class', {
-      metrics: [[search(['function', 'service', 'status_class'], 'Requests', 'Sum', '')]],
+      metrics: [[search(['function', 'service', 'status_class'], 'Requests', 'Sum')]],
     }),
     widget('503s by cause', {
-      metrics: [[search(['cause', 'service'], 'ServiceUnavailable', 'Sum', '')]],
+      metrics: [[search(['cause', 'service'], 'ServiceUnavailable', 'Sum')]],
     }),
     widget('Latency p99 by route (ms)', {
-      metrics: [[search(['function', 'route', 'service'], 'Latency', 'p99', '')]],
+      metrics: [[search(['function', 'route', 'service'], 'Latency', 'p99')]],
     }),
     widget('Lambda duration p99 (ms)', { metrics: perFunction('Duration', 'p99') }),
     widget('Lambda errors and throttles', {
@@ -367,19 +367,19 @@ function dashboard({ prefix, namespace, serviceDimension, functions, alarmIds })
         [namespace, 'DatabaseConnectionsTotal', 'service', serviceDimension, { stat: 'Maximum' }],
         [namespace, 'DatabaseMaxConnections', 'service', serviceDimension, { stat: 'Maximum' }],
         [namespace, 'PoolerClients', 'service', serviceDimension, { stat: 'Maximum' }],
-        [search(['service', 'state'], 'DatabaseConnections', 'Maximum', '')],
+        [search(['service', 'state'], 'DatabaseConnections', 'Maximum')],
       ],
     }),
     widget('New connections and their connect time p99 (ms)', {
       metrics: [
-        [search(['connection', 'function', 'service'], 'DatabaseConnects', 'Sum', '')],
-        [search(['function', 'service'], 'DatabaseConnectTime', 'p99', '')],
+        [search(['connection', 'function', 'service'], 'DatabaseConnects', 'Sum')],
+        [search(['function', 'service'], 'DatabaseConnectTime', 'p99')],
       ],
     }),
     widget('Cold starts and refused tokens', {
       metrics: [
-        [search(['function', 'service'], 'ColdStart', 'Sum', '')],
-        [search(['function', 'reason', 'service'], 'TokenRefused', 'Sum', '')],
+        [search(['function', 'service'], 'ColdStart', 'Sum')],
+        [search(['function', 'reason', 'service'], 'TokenRefused', 'Sum')],
       ],
     }),
   ];

@@ -21,7 +21,7 @@ region_option = $(if $(REGION), --region $(REGION))
 require_stage = $(if $(STAGE),,$(error set STAGE, for example: make $@ STAGE=dev))
 
 .PHONY: help install dev token test test-unit lint fmt function migrate migration stack-up stack-down \
-	package deploy secret remove clean bench llvm-strip chromium
+	package deploy secret remove logs clean bench llvm-strip chromium
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -98,6 +98,20 @@ secret: install ## Store the pooler URL for STAGE (SECRET=direct: the migrations
 remove: install ## Delete the stage's stack, secrets included: make remove STAGE=dev
 	$(require_stage)
 	$(SERVERLESS) remove --stage $(STAGE)$(region_option)
+
+# osls tails one function a call: without FUNCTION, one tail per function, each line prefixed
+# with its function's name, polling every 3 s so that together they stay well under CloudWatch
+# Logs' request quotas. Ctrl-C stops them all.
+logs: install ## Tail a stage's logs: make logs STAGE=dev [FUNCTION=items] [REGION=eu-west-1]
+	$(require_stage)
+ifdef FUNCTION
+	$(SERVERLESS) logs --function $(FUNCTION) --tail --stage $(STAGE)$(region_option)
+else
+	for function in $$($(RUN) python -m infra.package functions); do \
+		$(SERVERLESS) logs --function $$function --tail --interval 3000 --stage $(STAGE)$(region_option) \
+			| awk -v name=$$function '{ print name " | " $$0; fflush() }' & \
+	done; wait
+endif
 
 bench: install llvm-strip ## Measure latency, exchanges, cold start, zip sizes, a burst (minutes; not in CI)
 	$(RUN) python -m bench

@@ -2,6 +2,7 @@
 
     python -m infra.package build     # `make package` / `make deploy`: every zip, into dist/
     python -m infra.package verify    # right before `serverless deploy`: dist/ is current
+    python -m infra.package functions # `make logs`: the function names, one a line
 
 serverless.yml ships these zips (`package.artifact`) because the framework's own packaging can
 neither install Linux wheels for another architecture nor ship bytecode, and Lambda's read-only
@@ -318,13 +319,18 @@ def _report(zips: dict[str, Path]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build (and report sizes) or verify; errors are one line on stderr and exit code 1."""
+    """Build (and report sizes), verify, or list the functions; errors are one line on stderr
+    and exit code 1."""
     parser = argparse.ArgumentParser(prog="python -m infra.package", description=__doc__)
-    parser.add_argument("command", nargs="?", choices=["build", "verify"], default="build")
+    parser.add_argument(
+        "command", nargs="?", choices=["build", "verify", "functions"], default="build"
+    )
     args = parser.parse_args(argv)
     try:
         service = read_service()
-        if args.command == "verify":
+        if args.command == "functions":
+            sys.stdout.writelines(f"{function.name}\n" for function in service.functions)
+        elif args.command == "verify":
             verify(service=service)
             sys.stdout.write(f"{artifacts_dir().name}/ matches the working tree\n")
         else:

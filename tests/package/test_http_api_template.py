@@ -86,7 +86,7 @@ def test_the_stage_throttles_every_route_by_default(
 
     assert (default["ThrottlingRateLimit"], default["ThrottlingBurstLimit"]) == (100, 200)
     assert (int(chosen["ThrottlingRateLimit"]), int(chosen["ThrottlingBurstLimit"])) == (20, 40)
-    assert default["DetailedMetricsEnabled"] is False
+    assert default["DetailedMetricsEnabled"] is True  # per-route metrics: params.apiDetailedMetrics
 
 
 def test_the_stage_writes_json_access_logs_kept_like_the_functions_logs(

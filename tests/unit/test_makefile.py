@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
 from infra import PROJECT_ROOT
+from tests.fixtures.service import SERVICE
 
 
 def planned(*args: str) -> list[str]:
@@ -122,7 +124,7 @@ def test_deploy_and_package_check_the_stage_before_building(target: str, check: 
     assert commands[first + 1].endswith("python -m infra.package build")
 
 
-@pytest.mark.parametrize("target", ["deploy", "package", "remove", "secret", "migrate"])
+@pytest.mark.parametrize("target", ["deploy", "package", "remove", "secret", "migrate", "logs"])
 def test_region_goes_to_serverless_and_every_stage_command_alike(target: str) -> None:
     aws_commands = [
         command
@@ -133,3 +135,22 @@ def test_region_goes_to_serverless_and_every_stage_command_alike(target: str) ->
     assert aws_commands
     assert all("--region eu-west-1" in command for command in aws_commands)
     assert all("--region" not in command for command in planned(target, "STAGE=ci"))
+
+
+def test_logs_tails_the_function_given() -> None:
+    assert planned("logs", "STAGE=ci", "FUNCTION=items")[-1].endswith(
+        "serverless logs --function items --tail --stage ci"
+    )
+
+
+def test_logs_without_a_function_tails_every_function_of_serverless_yml() -> None:
+    script = "\n".join(planned("logs", "STAGE=ci"))
+    listed = subprocess.run(
+        [sys.executable, "-m", "infra.package", "functions"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+
+    assert "for function in $(" in script
+    assert "python -m infra.package functions); do" in script
+    assert "serverless logs --function $function --tail --interval 3000 --stage ci" in script
+    assert listed == [function.name for function in SERVICE.functions]

@@ -42,8 +42,8 @@ HOSTILE_VARIABLES = {
 CHILD_TESTS = [
     "tests/unit/test_settings.py",
     "tests/unit/test_secrets.py",
-    "tests/unit/test_db.py",
-    "tests/unit/test_auth.py",
+    "tests/unit/test_engine.py",
+    "tests/unit/test_tokens.py",
     f"{Path(__file__).relative_to(PROJECT_ROOT)}::test_the_session_sees_no_user_settings",
 ]
 

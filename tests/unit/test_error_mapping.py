@@ -74,7 +74,7 @@ def test_unexpected_errors_are_500_logged_with_the_project_frame_not_the_message
     assert record.levelno == logging.ERROR
     assert record.error == type(exc).__name__  # type: ignore[attr-defined]
     # Raised outside functions/ and shared/: the innermost frame is the fallback.
-    assert record.raised_at.startswith("tests.unit.test_errors:")  # type: ignore[attr-defined]
+    assert record.raised_at.startswith(f"{__name__}:")  # type: ignore[attr-defined]
     assert "secret" not in caplog.text
     assert record.exc_info is None
 

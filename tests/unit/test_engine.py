@@ -1,18 +1,16 @@
-"""Engine options, URL handling, mode detection and the pool-size rule; no network."""
+"""Engine options per connection mode and the pool-size rule; no network.
+
+How one connection opens (TLS, timeouts): test_connect.py; URLs and modes: test_database_url.py.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from sqlalchemy.pool import NullPool, QueuePool
 
-from shared._connect import SUPABASE_ROOT_CA
-from shared._database_url import detect_mode, to_sqlalchemy_url
 from shared._engine import build_engine, pool_size_per_instance
-from shared._errors import DatabaseConfigError
 from shared._settings import ConnectionMode, Settings
 from tests.fixtures.engines import connect_params
 
@@ -25,50 +23,10 @@ SUPABASE_TRANSACTION = (
 SUPABASE_SESSION = SUPABASE_TRANSACTION.replace(":6543/", ":5432/")
 SUPABASE_DIRECT = f"postgresql://postgres:{ESCAPED}@db.{REF}.supabase.co:5432/postgres"
 LOCAL_POOLER = f"postgresql://postgres:{ESCAPED}@127.0.0.1:6543/postgres"
-SUPABASE_ROOT_CA_SHA256 = "807025ad50d4ed219d2c9c7d299c004f824eb00cf7f65afef607d07b72e6cafa"
 
 
 def make_settings(**overrides: Any) -> Settings:
     return Settings(_env_file=None, **overrides)
-
-
-@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])
-def test_url_selects_psycopg_3_and_unescapes_the_password(scheme: str) -> None:
-    url = to_sqlalchemy_url(SUPABASE_TRANSACTION.replace("postgres://", f"{scheme}://"))
-
-    assert url.drivername == "postgresql+psycopg"
-    assert url.username == f"postgres.{REF}"
-    assert url.password == PASSWORD
-
-
-def test_unparseable_url_error_does_not_echo_the_password() -> None:
-    with pytest.raises(DatabaseConfigError) as caught:
-        to_sqlalchemy_url(f"not a url {PASSWORD}")
-
-    assert PASSWORD not in str(caught.value)
-
-
-def test_non_postgres_url_is_refused() -> None:
-    with pytest.raises(DatabaseConfigError, match="postgres"):
-        to_sqlalchemy_url(f"mysql://root:{ESCAPED}@localhost/db")
-
-
-@pytest.mark.parametrize(
-    ("url", "mode"),
-    [
-        (SUPABASE_TRANSACTION, ConnectionMode.TRANSACTION),
-        (SUPABASE_SESSION, ConnectionMode.SESSION),
-        (SUPABASE_DIRECT, ConnectionMode.DIRECT),
-        (LOCAL_POOLER, ConnectionMode.TRANSACTION),
-        (
-            "postgresql://u:p@ep-cool-name-123456-pooler.eu-central-1.aws.neon.tech/db",
-            ConnectionMode.TRANSACTION,
-        ),
-        ("postgresql://u:p@some-host.example:5432/db", ConnectionMode.TRANSACTION),
-    ],
-)
-def test_mode_is_guessed_from_the_url(url: str, mode: ConnectionMode) -> None:
-    assert detect_mode(to_sqlalchemy_url(url)) == mode
 
 
 def test_transaction_mode_uses_nullpool_and_never_prepares() -> None:
@@ -90,72 +48,6 @@ def test_explicit_mode_setting_wins_over_the_guess() -> None:
 
     assert isinstance(engine.pool, QueuePool)
     assert "prepare_threshold" not in connect_params(engine)
-
-
-def test_connection_parameters_for_a_remote_pooler() -> None:
-    settings = make_settings(db_connect_timeout=4, db_application_name="items")
-    params = connect_params(build_engine(SUPABASE_TRANSACTION, settings))
-
-    assert params["connect_timeout"] == 4
-    assert params["application_name"] == "items"
-    assert params["client_encoding"] == "utf8"
-    assert params["sslmode"] == "verify-full"
-    assert params["password"] == PASSWORD
-    assert params["user"] == f"postgres.{REF}"
-
-
-@pytest.mark.parametrize("url", [SUPABASE_TRANSACTION, SUPABASE_SESSION, SUPABASE_DIRECT])
-def test_supabase_hosts_are_verified_against_supabase_root_ca(url: str) -> None:
-    params = connect_params(build_engine(url, make_settings()))
-
-    assert params["sslmode"] == "verify-full"
-    assert params["sslrootcert"] == str(SUPABASE_ROOT_CA)
-
-
-def test_the_shipped_supabase_root_ca_is_that_ca() -> None:
-    ca = x509.load_pem_x509_certificate(SUPABASE_ROOT_CA.read_bytes())
-
-    assert ca.subject.rfc4514_string().startswith("CN=Supabase Root 2021 CA,O=Supabase Inc")
-    assert ca.issuer == ca.subject
-    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    # The fingerprint other projects pinned, from Supabase's published prod-ca-2021.crt.
-    assert ca.fingerprint(hashes.SHA256()).hex() == SUPABASE_ROOT_CA_SHA256
-
-
-def test_other_remote_hosts_are_encrypted_without_a_ca_to_verify_against() -> None:
-    neon = f"postgresql://app:{ESCAPED}@ep-cool-1-pooler.eu-central-1.aws.neon.tech/app"
-    params = connect_params(build_engine(neon, make_settings()))
-
-    assert params["sslmode"] == "require"
-    assert "sslrootcert" not in params
-
-
-def test_loopback_uses_tls_when_the_server_offers_it() -> None:
-    assert connect_params(build_engine(LOCAL_POOLER, make_settings()))["sslmode"] == "prefer"
-
-
-def test_sslmode_setting_require_drops_supabase_root_ca() -> None:
-    # With a CA file, libpq's `require` verifies the chain: the escape hatch would not open.
-    params = connect_params(build_engine(SUPABASE_TRANSACTION, make_settings(db_sslmode="require")))
-
-    assert params["sslmode"] == "require"
-    assert "sslrootcert" not in params
-
-
-def test_sslmode_in_the_url_wins() -> None:
-    engine = build_engine(f"{SUPABASE_TRANSACTION}?sslmode=require", make_settings())
-    params = connect_params(engine)
-
-    assert params["sslmode"] == "require"
-    assert "sslrootcert" not in params
-
-
-def test_sslmode_and_root_certificate_settings() -> None:
-    settings = make_settings(db_sslmode="verify-full", db_sslrootcert="/opt/certs/prod-ca.crt")
-    params = connect_params(build_engine(SUPABASE_TRANSACTION, settings))
-
-    assert params["sslmode"] == "verify-full"
-    assert params["sslrootcert"] == "/opt/certs/prod-ca.crt"
 
 
 def test_session_mode_pool_follows_the_connection_budget() -> None:

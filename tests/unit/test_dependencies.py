@@ -24,7 +24,7 @@ from shared._settings import get_settings
 from shared._tokens import get_verifier
 from tests.fixtures.lambda_http import lambda_session
 from tests.fixtures.secrets_extension import serve_secrets_extension
-from tests.fixtures.tokens import FORGERIES, Tokens, bearer
+from tests.fixtures.tokens import Tokens, bearer
 
 BASE_URL = "https://api.example.test"
 
@@ -75,11 +75,10 @@ def test_identitydep_without_a_token_is_401_in_the_json_shape(client: requests.S
     assert response.json()["code"] == "not_authenticated"
 
 
-@pytest.mark.parametrize("kind", FORGERIES)
-def test_identitydep_refuses_each_forgery(
-    client: requests.Session, tokens: Tokens, kind: str
-) -> None:
-    forged = client.get(f"{BASE_URL}/me", headers=bearer(tokens.forged(kind)))
+def test_identitydep_refuses_a_forged_token(client: requests.Session, tokens: Tokens) -> None:
+    """The dependency's wiring to the verifier; each kind of forgery is refused in
+    test_tokens.py, where the verifier is checked."""
+    forged = client.get(f"{BASE_URL}/me", headers=bearer(tokens.forged("signed by another key")))
     genuine = client.get(f"{BASE_URL}/me", headers=bearer(tokens.token()))
 
     assert forged.status_code == 401

@@ -8,6 +8,7 @@ test_signing_keys.py.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -109,6 +110,26 @@ def test_each_forgery_is_refused_and_the_genuine_token_accepted(tokens: Tokens, 
         f'Bearer error="invalid_token", error_description="{response.body["message"]}"'
     )
     assert genuine.user_id == user_id
+
+
+def test_each_refusal_is_logged_without_any_part_of_the_token(
+    tokens: Tokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refusals are logged with their reason; a token's signature or payload in a log line
+    would hand it to whoever reads the logs."""
+    caplog.set_level(logging.DEBUG)
+    sent = [tokens.forged(kind) for kind in FORGERIES]
+
+    for token in sent:
+        refused(identity_from_authorization, f"Bearer {token}")
+
+    logged = caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
+    rejected = [r for r in caplog.records if r.getMessage() == "access token rejected"]
+    # Each token's signature, and its payload, is specific to it; the header is not.
+    fragments = {part for token in sent for part in token.split(".")[1:] if len(part) > 16}
+    assert len(rejected) == len(FORGERIES)
+    assert fragments
+    assert [fragment for fragment in fragments if fragment in logged] == []
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ Fixtures live in plugin modules under tests/fixtures. Here:
   or an AWS profile change nothing; subprocesses (serverless offline) inherit the cleaned
   environment;
 - tests/integration, tests/e2e and tests/package are marked `integration`, `e2e` and `package`
-  (`make test-unit` runs the rest), and a unit test that asks for the database is an error.
+  (`make test-unit` runs the rest), and a unit test that asks for the database is an error;
+  tests/harness (tests of the test fixtures and bench/) marks its database tests itself.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         directory = item.path.relative_to(TESTS_DIR).parts[0]
         if directory in MARKED_DIRECTORIES:
             item.add_marker(directory)
-        elif DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        elif DATABASE_FIXTURES & set(getattr(item, "fixturenames", ())) and (
+            item.get_closest_marker("integration") is None
+        ):
             raise pytest.UsageError(
                 f"{item.nodeid} uses the database: move it to tests/integration"
             )

@@ -72,20 +72,23 @@ def test_connection_monitor_over_http(api: httpx.Client, tokens: Tokens) -> None
 def test_connection_monitor_refuses_over_http_what_it_should(
     api: httpx.Client, tokens: Tokens
 ) -> None:
-    """The 401s and their challenge, and the 403, as a client sees them through the gateway."""
+    """The 401s and their challenge, and the 403, as a client sees them through the gateway.
+
+    One forged token checks the wiring; each kind of forgery is refused in test_tokens.py."""
     missing = api.get("/connections")
-    forged = {
-        kind: api.get("/connections", headers=bearer(tokens.forged(kind, role="service_role")))
-        for kind in ("signed by another key", "alg none", "HS256 with the public key as secret")
-    }
+    forged = api.get(
+        "/connections",
+        headers=bearer(tokens.forged("HS256 with the public key as secret", role="service_role")),
+    )
     user = api.get("/connections", headers=bearer(tokens.token()))
     service = api.get("/connections", headers=bearer(tokens.service_role()))
 
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
     assert missing.json()["code"] == "not_authenticated"
-    assert {kind: r.status_code for kind, r in forged.items()} == dict.fromkeys(forged, 401)
-    assert all(r.headers["www-authenticate"].startswith("Bearer error=") for r in forged.values())
+    assert forged.status_code == 401
+    assert forged.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
+    assert forged.json()["code"] == "invalid_token"
     assert user.status_code == 403
     assert service.status_code == 200
 

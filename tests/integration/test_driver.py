@@ -41,7 +41,7 @@ from shared._sessions import read_session, session_scope
 from tests.fixtures.identities import new_user
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches
-from tests.integration.test_exchange_counter import LOGIN_EXCHANGES
+from tests.harness.test_exchange_counter import LOGIN_EXCHANGES
 from tests.integration.test_identity_per_transaction import (
     one_server_connection,  # noqa: F401  (a fixture)
     plain_client,

@@ -79,7 +79,7 @@ def test_items_api_answers_as_documented(
     # Every case as one user, with a token the handler verifies, except those whose headers
     # are meant to be wrong: those keep what schemathesis made (no token, a malformed one), and
     # must be refused. `ignored_auth` sends its probes around the session, so they never reach
-    # the handler; forged tokens are refused case by case in tests/unit/test_auth.py.
+    # the handler; forged tokens are refused case by case in tests/unit/test_tokens.py.
     negative_headers = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
     case.call_and_validate(
         base_url=BASE_URL,

@@ -32,7 +32,7 @@ from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
 from tests.fixtures.tokens import Tokens
-from tests.integration.test_exchange_counter import LOGIN_EXCHANGES
+from tests.harness.test_exchange_counter import LOGIN_EXCHANGES
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 

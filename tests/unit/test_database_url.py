@@ -11,6 +11,7 @@ from shared._database_url import (
     FUNCTIONS_NEED_THE_POOLER,
     MIGRATIONS_NEED_A_SESSION,
     Purpose,
+    detect_mode,
     to_sqlalchemy_url,
     url_for,
 )
@@ -157,3 +158,53 @@ def test_an_unparseable_url_in_the_settings_is_refused_for_either_purpose() -> N
         with pytest.raises(DatabaseConfigError) as caught:
             url_for(purpose, settings=configured)
         assert "hunter2" not in str(caught.value)
+
+
+# --- parsing: any Postgres scheme becomes psycopg 3, the password unescaped ---------------
+
+# A password with characters a URL must escape.
+ESCAPED_PASSWORD = "p@ss:w/rd"
+ESCAPED = "p%40ss%3Aw%2Frd"
+REF = "abcdefghijklmnopqrst"
+ESCAPED_POOLER = (
+    f"postgres://postgres.{REF}:{ESCAPED}@aws-0-eu-central-1.pooler.supabase.com:6543/postgres"
+)
+
+
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql", "postgresql+psycopg2"])
+def test_url_selects_psycopg_3_and_unescapes_the_password(scheme: str) -> None:
+    url = to_sqlalchemy_url(ESCAPED_POOLER.replace("postgres://", f"{scheme}://"))
+
+    assert url.drivername == "postgresql+psycopg"
+    assert url.username == f"postgres.{REF}"
+    assert url.password == ESCAPED_PASSWORD
+
+
+def test_unparseable_url_error_does_not_echo_the_password() -> None:
+    with pytest.raises(DatabaseConfigError) as caught:
+        to_sqlalchemy_url(f"not a url {ESCAPED_PASSWORD}")
+
+    assert ESCAPED_PASSWORD not in str(caught.value)
+
+
+def test_non_postgres_url_is_refused() -> None:
+    with pytest.raises(DatabaseConfigError, match="postgres"):
+        to_sqlalchemy_url(f"mysql://root:{ESCAPED}@localhost/db")
+
+
+@pytest.mark.parametrize(
+    ("url", "mode"),
+    [
+        (TRANSACTION_POOLER, ConnectionMode.TRANSACTION),
+        (SESSION_POOLER, ConnectionMode.SESSION),
+        (DIRECT, ConnectionMode.DIRECT),
+        (LOCAL_POOLER, ConnectionMode.TRANSACTION),
+        (
+            "postgresql://u:p@ep-cool-name-123456-pooler.eu-central-1.aws.neon.tech/db",
+            ConnectionMode.TRANSACTION,
+        ),
+        ("postgresql://u:p@some-host.example:5432/db", ConnectionMode.TRANSACTION),
+    ],
+)
+def test_mode_is_guessed_from_the_url(url: str, mode: ConnectionMode) -> None:
+    assert detect_mode(to_sqlalchemy_url(url)) == mode

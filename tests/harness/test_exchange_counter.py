@@ -9,9 +9,13 @@ a transaction BEGIN + statement + COMMIT three, and a pipeline sends its stateme
 from __future__ import annotations
 
 import psycopg
+import pytest
 
 from infra.local_stack import LocalStack
 from tests.fixtures.proxy import TLS_EXCHANGES, ExchangeCounter
+
+# The proxy is checked against the real stack's pooler.
+pytestmark = pytest.mark.integration
 
 SCRAM_LOGIN_EXCHANGES = 3
 LOGIN_EXCHANGES = TLS_EXCHANGES + SCRAM_LOGIN_EXCHANGES

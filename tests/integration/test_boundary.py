@@ -238,7 +238,8 @@ def test_control_powertools_default_json_cannot_write_a_lone_surrogate(
 # --- property-based: generated events, valid and malformed ---------------------------------
 
 # Text as a JSON event may hold it: any code point, lone surrogates included. NUL stays out of
-# bodies: Postgres cannot store it, and rejecting it with 422 is the schemas' job (issue 6).
+# bodies: Postgres cannot store it, and rejecting it with 422 is the schemas' job
+# (tests/unit/test_items_schemas.py).
 any_text = st.text(st.characters(exclude_categories=()), max_size=12)
 body_text = st.text(st.characters(exclude_categories=(), exclude_characters="\x00"), max_size=12)
 json_values = st.recursive(

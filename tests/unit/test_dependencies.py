@@ -16,16 +16,15 @@ from fastapi import FastAPI
 from mangum import Mangum
 from moto.core import enable_iam_authentication
 
-from shared._boundary import lambda_boundary, request_header
+from shared._boundary import lambda_boundary
 from shared._dependencies import IdentityDep, ServiceRoleDep
 from shared._fastapi_app import error_responses, install_error_handlers
 from shared._secrets import secrets_manager_client
 from shared._settings import get_settings
 from shared._tokens import get_verifier
-from tests.fixtures.lambda_events import function_url_event, http_event, rest_event
 from tests.fixtures.lambda_http import lambda_session
 from tests.fixtures.secrets_extension import serve_secrets_extension
-from tests.fixtures.tokens import FORGERIES, Tokens, bearer
+from tests.fixtures.tokens import Tokens, bearer
 
 BASE_URL = "https://api.example.test"
 
@@ -76,11 +75,10 @@ def test_identitydep_without_a_token_is_401_in_the_json_shape(client: requests.S
     assert response.json()["code"] == "not_authenticated"
 
 
-@pytest.mark.parametrize("kind", FORGERIES)
-def test_identitydep_refuses_each_forgery(
-    client: requests.Session, tokens: Tokens, kind: str
-) -> None:
-    forged = client.get(f"{BASE_URL}/me", headers=bearer(tokens.forged(kind)))
+def test_identitydep_refuses_a_forged_token(client: requests.Session, tokens: Tokens) -> None:
+    """The dependency's wiring to the verifier; each kind of forgery is refused in
+    test_tokens.py, where the verifier is checked."""
+    forged = client.get(f"{BASE_URL}/me", headers=bearer(tokens.forged("signed by another key")))
     genuine = client.get(f"{BASE_URL}/me", headers=bearer(tokens.token()))
 
     assert forged.status_code == 401
@@ -107,24 +105,6 @@ def test_the_openapi_document_declares_the_bearer_scheme_and_the_401(app: FastAP
     assert me["security"] == [{"HTTPBearer": []}]
     assert "WWW-Authenticate" in me["responses"]["401"]["headers"]
     assert "403" in document["paths"]["/admin"]["get"]["responses"]
-
-
-@pytest.mark.parametrize(
-    "event",
-    [
-        http_event("GET /connections"),
-        rest_event("GET", "/connections"),
-        function_url_event("GET", "/connections"),
-    ],
-    ids=["http-api-v2", "rest-v1", "function-url"],
-)
-def test_plain_handlers_read_the_header_whatever_its_case_and_event_kind(
-    event: dict[str, Any],
-) -> None:
-    event["headers"] = {**(event.get("headers") or {}), "AuThOrIzAtIoN": "Bearer abc"}
-
-    assert request_header(event, "Authorization") == "Bearer abc"
-    assert request_header(event, "x-not-sent") is None
 
 
 LEGACY_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"

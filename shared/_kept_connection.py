@@ -34,8 +34,11 @@ Raising `DisconnectionError` from a `checkout` listener makes SQLAlchemy's pool 
 connection and open a new one for the same checkout.
 https://docs.sqlalchemy.org/en/21/core/pooling.html#disconnect-handling-pessimistic
 What no check can see (dropped in the instant before use) the driver resends once
-(`shared._driver`). Idle time is wall-clock time: the instance is frozen between invocations,
-and a clock that pauses with it would undercount what the pooler and the NAT count.
+(`shared._driver`); a connection that stops answering mid-request is cut at the deadline as any
+other (503), and found closed at the next checkout. Idle time is wall-clock time: the instance
+is frozen between invocations, and a clock that pauses with it would undercount what the
+pooler and the NAT count. Nothing waits at shutdown: the process ends, its socket closes, and
+the pooler forgets the client. Before a SnapStart snapshot `close_kept_connections` runs.
 """
 
 from __future__ import annotations

@@ -366,7 +366,8 @@ def main(argv: list[str] | None = None, root: Path = PROJECT_ROOT) -> int:
         f"{names.route.key} is served by functions/{args.name}/ (`make dev`); its test: "
         f"`.venv/bin/pytest tests/integration/test_{args.name}.py`. Reserved concurrency "
         f"{names.concurrency_param} = {DEFAULT_CONCURRENCY} makes {scaffold.concurrency_total} "
-        "for all functions: keep it under the pooler's client limit (docs/deploying.md, "
+        "for all functions: keep it under the pooler's client limit; with keepConnection on, "
+        "that many clients stay connected even while idle (docs/deploying.md, "
         '"Connection budget"). What to edit next: README, "Adding a function".\n'
     )
     return 0

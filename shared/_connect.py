@@ -23,7 +23,7 @@ from sqlalchemy import URL
 
 from shared._database_url import to_sqlalchemy_url
 from shared._deadline import DeadlineExceededError, remaining_seconds
-from shared._driver import AsyncPoolerConnection, PoolerConnection
+from shared._driver import MIN_CONNECT_TIMEOUT_S, AsyncPoolerConnection, PoolerConnection
 from shared._secrets import DatabaseSecret
 from shared._settings import LOOPBACK_HOSTS, ConnectionMode, Settings
 
@@ -34,8 +34,6 @@ SUPABASE_ROOT_CA = Path(__file__).parent / "certs" / "supabase-root-2021-ca.pem"
 """Supabase Root 2021 CA (valid until 2031-04-26), which its pooler and databases chain to."""
 VERIFYING_MODES = frozenset({"verify-ca", "verify-full"})
 TLS_PARAMETERS = ("sslmode", "sslrootcert")
-MIN_CONNECT_TIMEOUT_S = 2
-"""libpq's (and psycopg's) smallest connect timeout: a shorter one is taken as 2 s."""
 # What poolers and Postgres say to a wrong password; libpq gives no SQLSTATE at connect time.
 AUTH_FAILURE = re.compile(r"authentication failed|password", re.IGNORECASE)
 

@@ -11,15 +11,29 @@ The one way in is psycopg's `_start_query()`, which every cursor operation (`exe
 `executemany`, `stream`, `copy`, server-side cursors), sync and async, calls first; what cannot
 be pipelined gets the prelude as an exchange of its own, or is refused in autocommit. This hooks
 psycopg's internals; tests/integration/test_driver.py exercises every entry point on both.
+
+A connection that waited in a pool since its last use (`DB_KEEP_CONNECTION`) may have been
+closed by the pooler, a restart or a NAT meanwhile, in a way no check before sending can see.
+If the first exchange of a transaction then fails because the connection is gone, the cursor's
+`execute` reconnects and sends it once more (`_PoolerTransactions.may_resend`; `executemany`,
+`stream` and `copy` fail with a 503 as before). That is safe because the lost exchange held no
+COMMIT: BEGIN opened a transaction that the server rolls back when its connection ends, so none
+of it can have been applied. It would not be safe for an autocommit write, whose implicit
+transaction commits at the Sync that ends the exchange: the server may have applied it just
+before the connection went. So an autocommit statement is sent again only in a read-only
+session (the server refuses writes there), and a lost COMMIT is never sent again: it stays
+`CommitOutcomeUnknownError`.
 https://www.psycopg.org/psycopg3/docs/advanced/pipeline.html
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Protocol, Self
+from weakref import ReferenceType, ref
 
 import psycopg
 from psycopg import pq, sql
@@ -29,10 +43,14 @@ from psycopg._queries import PostgresQuery
 from psycopg.abc import Params, PQGen, Query, QueryNoTemplate
 from psycopg.adapt import Transformer
 
-from shared._deadline import remaining_seconds
+from shared._deadline import Watch, remaining_seconds, watch
 from shared._identity import Identity, current_identity
 
+logger = logging.getLogger(__name__)
+
 _IDLE = pq.TransactionStatus.IDLE
+MIN_CONNECT_TIMEOUT_S = 2
+"""libpq's (and psycopg's) smallest connect timeout: a shorter one is taken as 2 s."""
 
 LEGACY_CLAIMS = ("sub", "role", "email")
 """Claims that Supabase's `auth.*()` functions read from `request.jwt.claim.<name>` first."""
@@ -164,6 +182,13 @@ def _discarded_if_stuck(conn: _AnyConnection) -> Iterator[None]:
         raise
 
 
+def _follow_replacement(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> None:
+    """Point a cursor at its connection's replacement libpq connection (it keeps its own
+    reference), with a new transformer for the statement it sends again."""
+    cursor._pgconn = cursor.connection.pgconn
+    cursor._last_query = None
+
+
 class _PoolerTransactions(BaseConnection[Any]):
     """Where every transaction starts, shared by the sync and asyncio connections.
 
@@ -173,6 +198,11 @@ class _PoolerTransactions(BaseConnection[Any]):
 
     statement_timeout_ms = 0
     wants_transaction = True
+    reused = False
+    """Set by the pool that kept this connection idle before this use: it may have gone stale."""
+    connect_params: dict[str, Any]
+    """What the connection was opened with, to open its replacement (`may_resend`)."""
+    deadline_watch: Watch | None = None
 
     @property
     def autocommit(self) -> bool:
@@ -199,6 +229,60 @@ class _PoolerTransactions(BaseConnection[Any]):
                 " settings would end before it runs: run it inside a transaction"
             )
         yield from self._send_alone(commands)
+
+    def watch_until_deadline(self) -> None:
+        """Cut this connection when the current invocation's deadline passes."""
+        self.stop_watching()
+        self.deadline_watch = watch(self.pgconn.socket)
+
+    def stop_watching(self) -> None:
+        """The connection is done with the invocation (or about to close)."""
+        watched, self.deadline_watch = self.deadline_watch, None
+        if watched is not None:
+            watched.cancel()
+
+    def may_resend(self, error: psycopg.Error) -> bool:
+        """Whether the failed first exchange of a transaction may be sent again on a new
+        connection (see the module docstring for why this is safe, and when it would not be).
+
+        Only when the connection waited in a pool before this use (a fresh one that fails has
+        nothing stale about it: that is an outage), it is now gone (not a statement's own
+        error), the exchange could not have committed anything, and the deadline leaves time
+        to connect again (a connection the deadline cut answers 503).
+        """
+        left = remaining_seconds()
+        return (
+            isinstance(error, psycopg.OperationalError)
+            and self.reused
+            and self.closed
+            and (self.wants_transaction or bool(self.read_only))
+            and (left is None or left >= MIN_CONNECT_TIMEOUT_S)
+        )
+
+    def _replacement_params(self) -> dict[str, Any]:
+        """The connection's own parameters, its connect timeout within the deadline."""
+        params = dict(self.connect_params)
+        left = remaining_seconds()
+        if left is not None:
+            params["connect_timeout"] = min(int(params["connect_timeout"]), int(left))
+        return params
+
+    def _adopt(self, replacement: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> None:
+        """Carry on over the replacement's libpq connection, as the same Python object.
+
+        SQLAlchemy holds this object (in its pool record and in the running transaction), so
+        the new server connection moves in here rather than replacing it.
+        """
+        lost, self.pgconn = self.pgconn, replacement.pgconn
+        lost.finish()
+        replacement.pgconn = lost  # closed: the replacement object goes away quietly
+        self_ref: ReferenceType[BaseConnection[Any]] = ref(self)
+        self.pgconn.notice_handler = partial(BaseConnection._notice_handler, self_ref)
+        self.pgconn.notify_handler = partial(BaseConnection._notify_handler, self_ref)
+        self.reused = False
+        if self.deadline_watch is not None:
+            self.watch_until_deadline()
+        logger.info("connection lost before a transaction's first exchange: sent it again")
 
     def _get_tx_start_command(self) -> bytes:
         """Refuse psycopg's own BEGIN (`transaction()`, `tpc_begin()`): it carries no settings."""
@@ -257,7 +341,12 @@ class PoolerConnection(_PoolerTransactions, psycopg.Connection[Any]):
         """Connect in autocommit on the wire, with these settings for every transaction."""
         conn = cls.connect(autocommit=True, cursor_factory=PoolerCursor, **params)
         conn.statement_timeout_ms = statement_timeout_ms
+        conn.connect_params = params
         return conn
+
+    def replace_lost_connection(self) -> None:
+        """Log in again under this object, after `may_resend` said yes."""
+        self._adopt(psycopg.Connection.connect(autocommit=True, **self._replacement_params()))
 
     def set_autocommit(self, value: bool) -> None:
         """Method version of the `autocommit` setter."""
@@ -278,6 +367,15 @@ class PoolerCursor(psycopg.Cursor[Any]):
         conn = self.connection
         if conn._pipeline is not None or conn.pgconn.transaction_status != _IDLE:
             return super().execute(query, params, **kwargs)
+        assert isinstance(conn, PoolerConnection)
+        try:
+            with _discarded_if_stuck(conn), conn.pipeline():
+                return super().execute(query, params, **kwargs)
+        except psycopg.Error as error:
+            if not conn.may_resend(error):
+                raise
+        conn.replace_lost_connection()
+        _follow_replacement(self)
         with _discarded_if_stuck(conn), conn.pipeline():
             return super().execute(query, params, **kwargs)
 
@@ -296,7 +394,13 @@ class AsyncPoolerConnection(_PoolerTransactions, psycopg.AsyncConnection[Any]):
         """Connect in autocommit on the wire, with these settings for every transaction."""
         conn = await cls.connect(autocommit=True, cursor_factory=AsyncPoolerCursor, **params)
         conn.statement_timeout_ms = statement_timeout_ms
+        conn.connect_params = params
         return conn
+
+    async def replace_lost_connection(self) -> None:
+        """Log in again under this object, after `may_resend` said yes."""
+        params = self._replacement_params()
+        self._adopt(await psycopg.AsyncConnection.connect(autocommit=True, **params))
 
     async def set_autocommit(self, value: bool) -> None:
         """Method version of the `autocommit` setter."""
@@ -317,6 +421,16 @@ class AsyncPoolerCursor(psycopg.AsyncCursor[Any]):
         conn = self.connection
         if conn._pipeline is not None or conn.pgconn.transaction_status != _IDLE:
             return await super().execute(query, params, **kwargs)
+        assert isinstance(conn, AsyncPoolerConnection)
+        try:
+            with _discarded_if_stuck(conn):
+                async with conn.pipeline():
+                    return await super().execute(query, params, **kwargs)
+        except psycopg.Error as error:
+            if not conn.may_resend(error):
+                raise
+        await conn.replace_lost_connection()
+        _follow_replacement(self)
         with _discarded_if_stuck(conn):
             async with conn.pipeline():
                 return await super().execute(query, params, **kwargs)

@@ -2,9 +2,11 @@
 
 Behind a transaction-mode pooler (Supavisor on 6543, PgBouncer `pool_mode=transaction`) nothing
 may outlive a transaction: `NullPool`, so the pooler keeps server connections warm and a frozen
-Lambda holds no slot; no startup `options` and no plain `SET` (they leak to the next client):
-each transaction sets its limits and identity transaction-locally (`shared._driver`). Session
-mode and direct URLs get a pre-pinged `QueuePool` sized by `pool_size_per_instance`.
+Lambda holds no slot (or, with `DB_KEEP_CONNECTION`, one connection kept per engine and never
+reused stale: `shared._kept_connection`); no startup `options` and no plain `SET` (they leak to
+the next client): each transaction sets its limits and identity transaction-locally
+(`shared._driver`). Session mode and direct URLs get a pre-pinged `QueuePool` sized by
+`pool_size_per_instance`.
 What breaks under transaction pooling (LISTEN, session advisory locks, `WITH HOLD` cursors):
 https://www.pgbouncer.org/features.html#sql-feature-map-for-pooling-modes
 """
@@ -22,8 +24,8 @@ from sqlalchemy.pool import NullPool
 
 from shared._connect import connect_args, connect_refreshing_secret, open_connection
 from shared._database_url import NO_URL, Purpose, detect_mode, to_sqlalchemy_url
-from shared._deadline import watch
 from shared._errors import DatabaseConfigError
+from shared._kept_connection import close_kept_connections, keep_one_connection, kept_pool
 from shared._secrets import DatabaseSecret
 from shared._settings import ConnectionMode, Settings, get_settings
 
@@ -41,15 +43,12 @@ def pool_size_per_instance(max_connections: int, instances: int, *, uses_data_ap
 
 def _watch_until_deadline(_dbapi_conn: Any, record: Any, _proxy: Any) -> None:
     """A connection checked out inside an invocation is cut when its deadline passes."""
-    watched = watch(record.driver_connection.pgconn.socket)
-    if watched is not None:
-        record.info["deadline_watch"] = watched
+    record.driver_connection.watch_until_deadline()
 
 
 def _stop_watching(_dbapi_conn: Any, record: Any) -> None:
-    watched = record.info.pop("deadline_watch", None)
-    if watched is not None:
-        watched.cancel()
+    if record.driver_connection is not None:
+        record.driver_connection.stop_watching()
 
 
 def _engine_options(url: URL, settings: Settings, mode: ConnectionMode) -> dict[str, Any]:
@@ -58,7 +57,9 @@ def _engine_options(url: URL, settings: Settings, mode: ConnectionMode) -> dict[
         "connect_args": connect_args(url, mode, settings),
         "hide_parameters": True,  # error messages never quote row values
     }
-    if mode is ConnectionMode.TRANSACTION:
+    if mode is ConnectionMode.TRANSACTION and settings.db_keep_connection:
+        options |= kept_pool()
+    elif mode is ConnectionMode.TRANSACTION:
         options["poolclass"] = NullPool
     else:
         options["pool_size"] = settings.db_pool_size or pool_size_per_instance(
@@ -86,6 +87,8 @@ def _install(
     else:
         refresh = partial(connect_refreshing_secret, secret, settings)
         event.listen(engine, "do_connect", refresh)
+    if mode is ConnectionMode.TRANSACTION and settings.db_keep_connection:
+        keep_one_connection(engine, settings.db_keep_connection_max_idle_s)  # checks first
     event.listen(engine, "checkout", _watch_until_deadline)
     event.listen(engine, "checkin", _stop_watching)
     event.listen(engine, "close", _stop_watching)
@@ -152,7 +155,12 @@ def get_async_engine() -> AsyncEngine:
 
 
 def forget_engines() -> None:
-    """Drop the engines and the secret's URL, as a new instance would (tests, SnapStart)."""
+    """Close any kept connection, then drop the engines and the secret's URL, as a new
+    instance would (tests, SnapStart)."""
+    close_kept_connections(
+        get_engine() if get_engine.cache_info().currsize else None,
+        get_async_engine() if get_async_engine.cache_info().currsize else None,
+    )
     for cached in (get_engine, get_async_engine, _configured_url):
         cached.cache_clear()
 

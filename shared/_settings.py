@@ -72,6 +72,15 @@ class Settings(BaseSettings):
 
     db_application_name: str = Field(default_factory=_default_application_name)
 
+    db_keep_connection: bool = False
+    """Transaction mode: keep each engine's one pooler connection between invocations of a warm
+    instance instead of logging in on every request (`shared._kept_connection`). Each instance
+    then holds a pooler client slot while idle too."""
+
+    db_keep_connection_max_idle_s: float = Field(default=300.0, gt=0)
+    """A kept connection idle longer than this is replaced before use: under AWS NAT gateway's
+    350 s idle timeout, the shortest among the network's and the poolers' defaults."""
+
     db_pool_size: int | None = Field(default=None, ge=1)
     """Session/direct mode only; None derives it from the connection budget below."""
 

@@ -1,7 +1,8 @@
 """SnapStart runtime hooks: warm what holds no connection before the snapshot, and forget after
 a restore what may have changed since or must differ between copies (settings, engines built
 from a secret that may have rotated, `random`'s state). A socket in the snapshot would be dead in
-every copy, so nothing connects. Registered by `lambda_boundary` through Lambda's
+every copy, so nothing connects, and a connection init opened and an engine keeps
+(`DB_KEEP_CONNECTION`) is closed. Registered by `lambda_boundary` through Lambda's
 `snapshot_restore_py`; where that module does not exist (tests, local runs) nothing is.
 https://docs.aws.amazon.com/lambda/latest/dg/snapstart-runtime-hooks-python.html
 """
@@ -23,10 +24,11 @@ _registered = False
 
 
 def warm_before_snapshot() -> None:
-    """Import and prepare what the first request needs, without connecting to anything."""
+    """Import and prepare what the first request needs, and leave no connection open."""
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
+    from shared._engine import forget_engines
     from shared._secrets import extension_configured, secrets_manager_client
     from shared._settings import get_settings
 
@@ -40,6 +42,7 @@ def warm_before_snapshot() -> None:
         from sqlalchemy.orm import configure_mappers
 
         configure_mappers()
+    forget_engines()  # closes a connection kept since init; the restored copy opens its own
     logger.info("warmed before the snapshot")
 
 

@@ -28,6 +28,7 @@ pytest_plugins = [
     "tests.fixtures.proxy",
     "tests.fixtures.reporting",
     "tests.fixtures.stack",
+    "tests.fixtures.pool_modes",  # after the stack, which it imports
     "tests.fixtures.tokens",
     "tests.fixtures.identities",  # after the two it imports, so pytest rewrites them first
 ]

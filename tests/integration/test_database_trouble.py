@@ -35,7 +35,8 @@ from tests.fixtures.service import FUNCTIONS, handler_of, read_route
 from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
 from tests.fixtures.tokens import Tokens
 
-pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+# Items are a user's own rows; a new instance meets the trouble alike with either pool.
+pytestmark = pytest.mark.usefixtures("as_user", "pool_mode")
 
 CONNECT_TIMEOUT_S = 2
 SLACK_S = 1.5

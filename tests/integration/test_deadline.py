@@ -4,7 +4,8 @@ The faults are real (tests/fixtures/faults.py): PgBouncer frozen with SIGSTOP, P
 restarted, Postgres restarted behind it, a lock held by another connection. Clients invoke the
 real handlers the way Lambda does, with a context that reports little time left, and every
 answer must come before the deadline that leaves: a 503 with Retry-After when the database
-could not answer, never a hang into Lambda's own timeout.
+could not answer, never a hang into Lambda's own timeout. The runs under faults and the cut
+connections also run with DB_KEEP_CONNECTION on (`pool_mode`).
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ OUTCOME_UNKNOWN = "commit_outcome_unknown"
 
 FAULT_AFTER_S = 0.5
 RUN_FOR_S = 3 * DEADLINE_S
+CLIENTS_BY_POOL_MODE = [("nullpool", 1), ("nullpool", 8), ("kept", 8)]
+"""The runs under faults: with kept connections, eight clients share the engines' kept ones."""
 
 
 @pytest.fixture(autouse=True)
@@ -88,9 +91,10 @@ class Answer:
 
 def invoke(route: str, **event: Any) -> Answer:
     """Invoke a handler with a context that leaves REMAINING_MS, and time the answer."""
+    handler = handler_for(route)  # imported first: a cold import takes from no request's time
     context = LambdaTestContext(timeout_ms=REMAINING_MS)
     started = time.monotonic()
-    response = dict(handler_for(route)(http_event(route, **event), context))
+    response = dict(handler(http_event(route, **event), context))
     elapsed = time.monotonic() - started
     headers = {name.lower(): value for name, value in (response.get("headers") or {}).items()}
     return Answer(route, started, elapsed, response["statusCode"], headers, body_of(response))
@@ -179,9 +183,9 @@ def check_run(stack: LocalStack, answers: list[Answer], fault_ended: float, repo
     assert stored <= created | unknown, "stored although the client was told it failed"
 
 
-@pytest.mark.parametrize("clients", [1, 8])
+@pytest.mark.parametrize(("pool_mode", "clients"), CLIENTS_BY_POOL_MODE, indirect=["pool_mode"])
 def test_frozen_pooler_answers_503_before_the_deadline(
-    stack: LocalStack, clients: int, report: Report
+    stack: LocalStack, pool_mode: str, clients: int, report: Report
 ) -> None:
     def freeze() -> None:
         with pooler_frozen(stack):
@@ -202,10 +206,10 @@ RESTARTS: dict[str, tuple[Callable[[LocalStack], int], Callable[[LocalStack], No
 }
 
 
-@pytest.mark.parametrize("clients", [1, 8])
+@pytest.mark.parametrize(("pool_mode", "clients"), CLIENTS_BY_POOL_MODE, indirect=["pool_mode"])
 @pytest.mark.parametrize("server", RESTARTS)
 def test_restart_answers_in_time_and_recovers(
-    stack: LocalStack, server: str, clients: int, report: Report
+    stack: LocalStack, server: str, pool_mode: str, clients: int, report: Report
 ) -> None:
     pid_of, restart = RESTARTS[server]
     before = pid_of(stack)
@@ -279,6 +283,7 @@ def test_write_waiting_on_a_row_lock_is_503_and_frees_the_connection(stack: Loca
     assert invoke("GET /items/{item_id}", path=f"/items/{item_id}").body["name"] == "locked"
 
 
+@pytest.mark.usefixtures("pool_mode")
 def test_request_in_flight_on_a_frozen_pooler_is_cut_at_the_deadline(stack: LocalStack) -> None:
     item_id = create_item()
 
@@ -315,6 +320,7 @@ def test_slow_statement_is_cut_by_the_statement_timeout(
     assert error_response(raised.value).status_code == 503
 
 
+@pytest.mark.usefixtures("pool_mode")
 def test_commit_in_flight_on_a_frozen_pooler_has_an_unknown_outcome(stack: LocalStack) -> None:
     sku = f"DL-{uuid.uuid4().hex[:12]}"
     with (  # noqa: PT012 - the INSERT must succeed before the pooler stops
@@ -333,6 +339,7 @@ def test_commit_in_flight_on_a_frozen_pooler_has_an_unknown_outcome(stack: Local
     assert response.body["code"] == OUTCOME_UNKNOWN
 
 
+@pytest.mark.usefixtures("pool_mode")
 def test_a_lost_connection_before_commit_is_an_ordinary_failure(stack: LocalStack) -> None:
     with (
         invocation_deadline(DEADLINE_S),

@@ -1,6 +1,7 @@
 """Every way a statement reaches psycopg starts its transaction with the transaction's settings.
 
-Each test runs on both drivers, the sync engine and the asyncio one (the `driver` fixture): the
+Each test runs on both drivers, the sync engine and the asyncio one (the `driver` fixture), each
+with NullPool and with a kept connection (DB_KEEP_CONNECTION): the
 same scenario, written against a sync `Session`, runs inside `session_scope()` or, through
 `AsyncSession.run_sync`, inside `async_session_scope()`, where SQLAlchemy's asyncio adapter drives
 psycopg's async cursors. User B acts on rows of its own and rows of user A, with the entry point
@@ -39,6 +40,7 @@ from shared._engine import get_async_engine, get_engine, transaction
 from shared._identity import Identity, acting_as, current_identity
 from shared._sessions import read_session, session_scope
 from tests.fixtures.identities import new_user
+from tests.fixtures.pool_modes import exchanged
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches
 from tests.harness.test_exchange_counter import LOGIN_EXCHANGES
@@ -212,8 +214,11 @@ class AsyncDriver:
 
 
 @pytest.fixture(params=["sync", "async"])
-def driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Driver]:
-    """The sync or the asyncio driver, with a statement timeout no default would give."""
+def driver(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, pool_mode: str
+) -> Iterator[Driver]:
+    """The sync or the asyncio driver, with a statement timeout no default would give, its
+    engine connecting per request or keeping its connection (`pool_mode`)."""
     monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", str(STATEMENT_TIMEOUT_MS))
     reset_caches()
     yield SyncDriver() if request.param == "sync" else AsyncDriver()
@@ -305,6 +310,7 @@ def test_a_bulk_update_first_in_its_transaction_costs_what_any_write_does(
     users: Users,
     exchange_counter: ExchangeCounter,
     monkeypatch: pytest.MonkeyPatch,
+    pool_mode: str,
 ) -> None:
     """BEGIN, the prelude and every row's UPDATE in one exchange; COMMIT in the second."""
     monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
@@ -312,11 +318,12 @@ def test_a_bulk_update_first_in_its_transaction_costs_what_any_write_does(
     rows = [{"id": row_id, "name": "counted"} for row_id in users.b_ids]
     with acting_as(users.b):
         driver.write(lambda session: session.scalar(text("SELECT 1")))  # the dialect's queries
-        exchange_counter.reset()
+        mark = exchange_counter.mark()
         driver.write(lambda session: session.execute(update(Item), rows))
 
-    [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, 2)
+    [connection] = exchanged(exchange_counter, mark, pool_mode)
+    login = LOGIN_EXCHANGES if pool_mode == "nullpool" else 0
+    assert (connection.login, connection.statements) == (login, 2)
 
 
 def test_bulk_core_delete_by_primary_key(

@@ -8,6 +8,9 @@ inherit. After user A's requests, a plain client that sets nothing finds the log
 claims; user B's requests on the same backend see only B's rows. The control sets A's identity
 the way a transaction pooler cannot contain (`SET ROLE`, `set_config(..., false)`) and the
 next plain client finds itself acting as A, reading A's rows.
+
+Each runs with the functions' engines connecting per request and keeping their connection
+(`pool_mode`): a kept client connection must leave nothing behind either.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ IDENTITY_ON_THE_BACKEND = """
            current_setting('statement_timeout'),
            pg_backend_pid()
 """
+
+pytestmark = pytest.mark.usefixtures("pool_mode")
 
 
 class Backend(NamedTuple):

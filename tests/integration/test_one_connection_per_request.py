@@ -28,6 +28,7 @@ from infra.local_stack import LocalStack
 from shared._engine import autocommit_connection, get_engine, transaction
 from shared._identity import ANONYMOUS, Identity, acting_as, acting_as_login_role
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
+from tests.fixtures.pool_modes import exchanged
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_APPLICATION_NAME, reset_caches
@@ -192,12 +193,13 @@ def test_reads_take_one_exchange_and_writes_two_after_the_login(
     monkeypatch: pytest.MonkeyPatch,
     request_name: str,
     tokens: Tokens,
+    pool_mode: str,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
     reset_caches()
     created = invoke("POST /items", body={"sku": f"X-{uuid.uuid4().hex[:12]}", "name": "x"})
     invoke("GET /health")  # both engines initialised: their first connection runs extra queries
-    exchange_counter.reset()
+    mark = exchange_counter.mark()
     build_event, expected = REQUESTS[request_name]
     name, event = build_event(body_of(created)["id"])
     if name in SERVICE_ROLE_ROUTES:
@@ -206,8 +208,9 @@ def test_reads_take_one_exchange_and_writes_two_after_the_login(
     response = invoke(name, **event)
 
     assert response["statusCode"] in (200, 201, 204)
-    [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, expected)
+    [connection] = exchanged(exchange_counter, mark, pool_mode)
+    login = LOGIN_EXCHANGES if pool_mode == "nullpool" else 0
+    assert (connection.login, connection.statements) == (login, expected)
     reset_caches()
 
 
@@ -227,6 +230,7 @@ def test_acting_as_a_user_costs_no_extra_exchange(
     as_user: Identity,
     scope_name: str,
     acting: str,
+    pool_mode: str,
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", exchange_counter.url(database.pooler_url()))
     reset_caches()
@@ -236,12 +240,13 @@ def test_acting_as_a_user_costs_no_extra_exchange(
     with in_scope:
         with scope() as warm_up:  # the engine's first connection runs the dialect's queries
             warm_up.execute(text("SELECT 1"))
-        exchange_counter.reset()
+        mark = exchange_counter.mark()
         with scope() as conn:
             who = conn.execute(WHO_AM_I).one()
 
-    [connection] = exchange_counter.settled()
-    assert (connection.login, connection.statements) == (LOGIN_EXCHANGES, expected)
+    [connection] = exchanged(exchange_counter, mark, pool_mode)
+    login = LOGIN_EXCHANGES if pool_mode == "nullpool" else 0
+    assert (connection.login, connection.statements) == (login, expected)
     if identity is None:
         assert (who.role, who.claims or None) == (database.config.user, None)
     else:

@@ -18,7 +18,8 @@ from functions.items.models import Item
 from shared._identity import Identity
 from shared._sessions import ReadOnlySessionError, async_read_session, read_session, session_scope
 
-pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
+# Items are a user's own rows; each proof holds with a kept connection too.
+pytestmark = pytest.mark.usefixtures("as_user", "pool_mode")
 
 
 def count(sku: str) -> int:

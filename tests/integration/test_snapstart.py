@@ -26,6 +26,7 @@ from tests.fixtures.stack import reset_caches
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
 
+@pytest.mark.usefixtures("pool_mode")
 def test_the_functions_serve_after_a_simulated_snapshot_and_restore(
     database: LocalStack, exchange_counter: ExchangeCounter, monkeypatch: pytest.MonkeyPatch
 ) -> None:

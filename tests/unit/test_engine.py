@@ -37,6 +37,27 @@ def test_transaction_mode_uses_nullpool_and_never_prepares() -> None:
     assert params["prepare_threshold"] is None
 
 
+def test_a_kept_connection_is_a_pool_of_one_that_never_waits_nor_prepares() -> None:
+    engine = build_engine(SUPABASE_TRANSACTION, make_settings(db_keep_connection=True))
+    params = connect_params(engine)
+
+    assert isinstance(engine.pool, QueuePool)
+    assert engine.pool.size() == 1
+    assert engine.pool._max_overflow == -1  # a second connection at once is opened, not awaited
+    assert not engine.pool._pre_ping  # staleness is checked without a round trip
+    assert params["prepare_threshold"] is None
+
+
+def test_keeping_the_connection_is_off_by_default_and_only_for_transaction_mode() -> None:
+    settings = make_settings(db_keep_connection=True)
+    session = build_engine(SUPABASE_SESSION, settings)
+
+    assert make_settings().db_keep_connection is False
+    assert isinstance(session.pool, QueuePool)
+    assert session.pool.size() == pool_size_per_instance(60, 1, uses_data_api=True)
+    assert session.pool._pre_ping  # the session-mode pool, unchanged
+
+
 def test_url_query_cannot_turn_prepared_statements_back_on() -> None:
     engine = build_engine(f"{LOCAL_POOLER}?prepare_threshold=5", make_settings())
 

@@ -105,7 +105,9 @@ def test_the_printed_total_is_what_make_deploy_checks_against_the_account(
     after = read_stage_config("dev", config_file=project / "serverless.yml")
     total = after.total_reserved_concurrency
     assert total == before.total_reserved_concurrency + DEFAULT_CONCURRENCY
-    assert f"makes {total} for all functions" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"makes {total} for all functions" in printed
+    assert "with keepConnection on, that many clients stay connected even while idle" in printed
 
 
 def roles_of(root: Path) -> dict[str, Any]:

@@ -6,19 +6,25 @@ from dataclasses import dataclass, field
 
 from bench.burst import BurstResult
 from bench.coldstart import SCENARIOS, SECRET_SCENARIOS
-from bench.contenders import READ_ROUTES, ROUTES, WRITE_ROUTES
+from bench.contenders import KEEP_CONNECTION_VARIABLE, READ_ROUTES, ROUTES, WRITE_ROUTES
 from bench.exchanges import RequestExchanges
 from bench.ladder import LADDERS, Ladders
 from bench.sizes import ZipSize
 from bench.stats import Ratio, ratio, summarize
+from shared._settings import Settings
 from tests.fixtures.service import FUNCTIONS, uses_fastapi
 
-__all__ = ["Target", "build_report", "zip_size_target"]
+__all__ = ["Target", "build_report", "keep_setting_exists", "zip_size_target"]
 
-PROJECT, RAW, NAIVE = "project", "raw psycopg", "naive FastAPI"
+PROJECT = f"project, {KEEP_CONNECTION_VARIABLE}=false"
+KEPT = f"project, {KEEP_CONNECTION_VARIABLE}=true"
+RAW, NAIVE = "raw psycopg", "naive FastAPI"
 MIB = 2**20
-# The issue's targets (issue 10), as upper bounds.
+# The issues' targets, as upper bounds: issue 10's, then issue 18's for each mode of
+# DB_KEEP_CONNECTION (off: no worse than before it; "items create" is the raw INSERT transaction).
 WARM_TARGETS = {"health": 1.10, "connections": 1.10, "items get": 1.25, "items create": 1.25}
+NULLPOOL_TARGETS = {"health": 1.18, "items get": 1.66}
+KEPT_TARGETS = {"health": 0.15, "items get": 0.35, "items create": 0.45}
 SECRET_OVER_URL_TARGET = 1.3
 # Zipped, by kind of function. Kept here, not in the test suite: a size is a figure to watch,
 # and a suite that failed the day a zip shrank past its target would fail its users' CI.
@@ -71,6 +77,11 @@ def zip_size_target(arch: str, function: str, size: ZipSize) -> Target:
     return Target(f"zip {function} ({arch})", round(size.zipped / MIB, 2), limit / MIB, "MiB")
 
 
+def keep_setting_exists() -> bool:
+    """Whether this commit's settings have DB_KEEP_CONNECTION; without it both modes are one."""
+    return KEEP_CONNECTION_VARIABLE.lower() in Settings.model_fields
+
+
 def _x(value: Ratio) -> str:
     return f"{value.median:.2f}x (p95 {value.p95:.2f}x)"
 
@@ -105,6 +116,7 @@ def build_report(
     sizes: dict[str, dict[str, ZipSize]],
     burst: BurstResult,
     ladders: Ladders,
+    keep_setting_exists: bool,
 ) -> tuple[str, list[Target]]:
     """The Markdown report and the targets with today's figures."""
     targets: list[Target] = []
@@ -119,21 +131,50 @@ def build_report(
         target = WARM_TARGETS.get(route)
         verdict = ""
         if target is not None:
-            targets.append(Target(f"warm {route} vs raw psycopg", to_raw.median, target))
+            targets.append(Target(f"warm {route} vs raw psycopg (issue 10)", to_raw.median, target))
             verdict = f"<= {target:.2f}x: {targets[-1].verdict()}"
         rows.append([
             route, _ms(warm[PROJECT][route]), _ms(warm[RAW][route]), _ms(warm[NAIVE][route]),
             _x(to_raw), _x(to_naive), verdict,
         ])  # fmt: skip
     md.table(
-        ["route", "project", "raw psycopg", "naive FastAPI", "project / raw", "project / naive",
-         "target (project / raw)"],
+        ["route", "project (NullPool)", "raw psycopg", "naive FastAPI", "project / raw",
+         "project / naive", "target (project / raw)"],
+        rows,
+    )  # fmt: skip
+
+    md.heading(f"{KEEP_CONNECTION_VARIABLE}: kept connection and NullPool side by side, over TLS")
+    if not keep_setting_exists:
+        md.paragraph(
+            f"**This commit's settings have no `{KEEP_CONNECTION_VARIABLE}`: both columns ran "
+            "with NullPool, so the kept column measures NullPool, not a kept connection.**"
+        )
+    md.paragraph(
+        "Both modes are instances of their own, in the same interleaved rounds as raw psycopg "
+        "(connect per request; for writes, connect + the INSERT/UPDATE/DELETE transaction)."
+    )
+    rows = []
+    for route in ROUTES:
+        cells = [route, _ms(warm[PROJECT][route]), _ms(warm[KEPT][route]), _ms(warm[RAW][route])]
+        verdicts = []
+        for mode, limits, label in ((PROJECT, NULLPOOL_TARGETS, "off"), (KEPT, KEPT_TARGETS, "on")):
+            to_raw = ratio(warm[mode][route], warm[RAW][route])
+            cells.append(_x(to_raw))
+            if route in limits:
+                what = f"warm {route}, {KEEP_CONNECTION_VARIABLE} {label}, vs raw psycopg"
+                targets.append(Target(what, to_raw.median, limits[route]))
+                verdicts.append(f"{label} <= {limits[route]:.2f}x: {targets[-1].verdict()}")
+        cells += [_x(ratio(warm[KEPT][route], warm[PROJECT][route])), "; ".join(verdicts)]
+        rows.append(cells)
+    md.table(
+        ["route", "NullPool (off)", "kept (on)", "raw psycopg", "off / raw", "on / raw",
+         "on / off", "targets (issue 18)"],
         rows,
     )  # fmt: skip
 
     for name, steps in LADDERS.items():
         md.heading(f"Where a warm {name} request spends its time (one layer added per step)")
-        md.table(["step", "ms", "added by the step (ms)", "/ raw psycopg"],
+        md.table(["step", "ms", "added by the step (ms)", f"/ {steps[0]}"],
                  _ladder_rows(steps, ladders[name]))  # fmt: skip
 
     md.heading("Exchanges with the pooler per warm request (connections, login + statements)")
@@ -217,7 +258,7 @@ def build_report(
         ]],
     )  # fmt: skip
 
-    md.heading("Targets (issue 10)")
+    md.heading("Targets (issues 10 and 18)")
     md.table(
         ["target", "figure", "limit", "verdict"],
         [[t.what, f"{t.figure:.3g}", f"{t.limit:g} {t.unit}", t.verdict()] for t in targets],

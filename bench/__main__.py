@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         _progress("where a warm read spends its time")
         ladders = measure_ladders(project, url, rounds=rounds, warmup=max(5, rounds // 20))
         _progress(f"cold starts: {cold_rounds} rounds")
-        cold = measure_cold_starts(
+        cold, import_groups = measure_cold_starts(
             zips["x86_64"],
             with_sources,
             url,
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown, targets = build_report(
         context=context, warm=warm, threads=thread_counts, exchanges=exchanges, cold=cold,
         sizes=sizes, burst=burst, ladders=ladders, keep_setting_exists=keep_setting_exists(),
+        import_groups=import_groups,
     )  # fmt: skip
     results = {
         "context": context,
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "exchanges": _as_dicts(exchanges),
         "cold_start_ms": _summaries(cold),
+        "import_ms_by_group": _summaries(import_groups),
         "zip_bytes": _as_dicts(sizes),
         "burst": dataclasses.asdict(burst)
         | {"latencies_s": None, "latency_ms": dataclasses.asdict(summarize(burst.latencies_s))},

@@ -82,6 +82,11 @@ def keep_setting_exists() -> bool:
     return KEEP_CONNECTION_VARIABLE.lower() in Settings.model_fields
 
 
+def _totals(by_group: dict[str, list[float]]) -> list[float]:
+    """Each sample's sum over the groups."""
+    return [sum(samples) for samples in zip(*by_group.values(), strict=True)]
+
+
 def _x(value: Ratio) -> str:
     return f"{value.median:.2f}x (p95 {value.p95:.2f}x)"
 
@@ -117,6 +122,7 @@ def build_report(
     burst: BurstResult,
     ladders: Ladders,
     keep_setting_exists: bool,
+    import_groups: dict[str, dict[str, list[float]]],
 ) -> tuple[str, list[Target]]:
     """The Markdown report and the targets with today's figures."""
     targets: list[Target] = []
@@ -229,6 +235,22 @@ def build_report(
         md.lines.append(f"- {md_ratios}")
     md.lines.append("")
     md.table(["function", "scenario", "median s", "p95 s"], rows)
+
+    md.heading("Where an import's time goes, by module group (ms, median; with bytecode)")
+    md.paragraph(
+        "Each module's own time under `python -X importtime`, summed by group: one more import "
+        "per function and round, beside the cold starts above."
+    )
+    imported = list(import_groups)
+    groups = list(next(iter(import_groups.values()), {}))
+    rows = [
+        [group] + [f"{summarize(import_groups[f][group]).median_ms:.1f}" for f in imported]
+        for group in groups
+    ]
+    rows.append(
+        ["total"] + [f"{summarize(_totals(import_groups[f])).median_ms:.1f}" for f in imported]
+    )
+    md.table(["module group", *imported], rows)
 
     md.heading("Zip sizes (MiB; largest top-level entries, compressed)")
     rows = []

@@ -242,7 +242,7 @@ def build_report(
         if function in COLD_START_TARGETS_S:
             limit = COLD_START_TARGETS_S[function]
             targets.append(
-                Target(f"cold {function}: {SECRET_SCENARIOS[0]}", deployed_s, limit, "s")
+                Target(f"cold {function}: {SECRET_SCENARIOS[0]}", round(deployed_s, 3), limit, "s")
             )
             deployed = f" (target <= {limit:g} s: {targets[-1].verdict()})"
         for scenario in SCENARIOS:

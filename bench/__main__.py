@@ -21,7 +21,7 @@ from bench.coldstart import build_with_sources, measure_cold_starts
 from bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
 from bench.exchanges import measure_exchanges
 from bench.ladder import LADDERS, measure_ladders
-from bench.report import build_report
+from bench.report import build_report, keep_setting_exists
 from bench.sizes import measure_zip
 from bench.stack import BENCH_USER, POOL_SIZE, RESULTS_DIR, bench_stack, seed_items
 from bench.stats import summarize
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         exchanges = measure_exchanges(
             stack,
             [
-                lambda url: ProjectFunctions(read_id, url, tokens),
+                lambda url: ProjectFunctions(read_id, url, tokens, keep_connection=False),
                 lambda url: RawPsycopg(read_id, url),
                 lambda url: NaiveFastAPI(read_id, url),
             ],
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         url = stack.pooler_url()
         project = ProjectFunctions(read_id, url, tokens)
         contenders = [
-            project,
+            ProjectFunctions(read_id, url, tokens, keep_connection=False),
+            ProjectFunctions(read_id, url, tokens, keep_connection=True),
             RawPsycopg(read_id, url),
             NaiveFastAPI(read_id, url),
         ]
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         _progress("where a warm read spends its time")
         ladders = measure_ladders(project, url, rounds=rounds, warmup=max(5, rounds // 20))
         _progress(f"cold starts: {cold_rounds} rounds")
-        cold = measure_cold_starts(
+        cold, import_groups = measure_cold_starts(
             zips["x86_64"],
             with_sources,
             url,
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     context["duration"] = f"{time.monotonic() - started:.0f} s"
     markdown, targets = build_report(
         context=context, warm=warm, threads=thread_counts, exchanges=exchanges, cold=cold,
-        sizes=sizes, burst=burst, ladders=ladders,
+        sizes=sizes, burst=burst, ladders=ladders, keep_setting_exists=keep_setting_exists(),
+        import_groups=import_groups,
     )  # fmt: skip
     results = {
         "context": context,
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "exchanges": _as_dicts(exchanges),
         "cold_start_ms": _summaries(cold),
+        "import_ms_by_group": _summaries(import_groups),
         "zip_bytes": _as_dicts(sizes),
         "burst": dataclasses.asdict(burst)
         | {"latencies_s": None, "latency_ms": dataclasses.asdict(summarize(burst.latencies_s))},

@@ -13,7 +13,9 @@ dependencies stands in for the runtime's own `/var/runtime`, on the path in ever
   loopback, which reads from moto's server; and through boto3 (the extension switched off),
   reading from moto's server itself (`AWS_ENDPOINT_URL`).
 
-Samples are whole-process wall times (start to exit), interleaved across scenarios.
+Samples are whole-process wall times (start to exit), interleaved across scenarios. Beside
+them, each round imports each handler once more under `-X importtime` (with bytecode, as the
+"import" scenario), and the import's own time is summed by module group: where it goes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -49,7 +52,14 @@ from tests.fixtures.tokens import Tokens
 
 ZIP_INVOKER = Path(zip_invoker.__file__)
 
-__all__ = ["SCENARIOS", "SECRET_SCENARIOS", "build_with_sources", "measure_cold_starts"]
+__all__ = [
+    "MODULE_GROUPS",
+    "SCENARIOS",
+    "SECRET_SCENARIOS",
+    "build_with_sources",
+    "import_time_by_group",
+    "measure_cold_starts",
+]
 
 SCENARIOS = (
     "bare interpreter",
@@ -70,6 +80,41 @@ RUNTIME_PACKAGES = (
     "urllib3",
 )
 REGION = "eu-central-1"
+MODULE_GROUPS = (
+    ("SQLAlchemy ORM", ("sqlalchemy.orm",)),
+    ("SQLAlchemy asyncio", ("sqlalchemy.ext.asyncio", "greenlet")),
+    ("SQLAlchemy Core", ("sqlalchemy",)),
+    ("psycopg", ("psycopg", "psycopg_binary")),
+    ("pydantic-settings", ("pydantic_settings", "dotenv")),
+    ("pydantic", ("pydantic", "pydantic_core", "annotated_types", "typing_inspection")),
+    ("FastAPI + Starlette", ("fastapi", "starlette", "anyio", "sniffio", "annotated_doc")),
+    ("opentelemetry (FastAPI's)", ("opentelemetry",)),
+    ("Mangum", ("mangum",)),
+    ("Powertools", ("aws_lambda_powertools", "jmespath")),
+    ("PyJWT + cryptography", ("jwt", "cryptography", "_cffi_backend", "cffi")),
+    ("boto3", ("boto3", "botocore", "s3transfer", "urllib3", "dateutil")),
+    ("project (shared, functions)", ("shared", "functions")),
+)
+"""Module groups of an import, by the first prefix that matches; the rest is "other"."""
+OTHER_MODULES = "other (standard library, typing_extensions, ...)"
+_IMPORT_TIME = re.compile(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)")
+
+
+def _group_of(module: str) -> str:
+    for group, prefixes in MODULE_GROUPS:
+        if any(module == prefix or module.startswith(f"{prefix}.") for prefix in prefixes):
+            return group
+    return OTHER_MODULES
+
+
+def import_time_by_group(importtime_output: str) -> dict[str, float]:
+    """Seconds of `-X importtime` output by module group (each module's own time, summed)."""
+    by_group = dict.fromkeys([group for group, _ in MODULE_GROUPS] + [OTHER_MODULES], 0.0)
+    for line in importtime_output.splitlines():
+        match = _IMPORT_TIME.match(line)
+        if match:
+            by_group[_group_of(match[2])] += int(match[1]) / 1e6
+    return by_group
 
 
 def build_with_sources(dist: Path, architecture: str) -> dict[str, Path]:
@@ -156,6 +201,18 @@ def _secret_served_locally(database_url: str) -> Iterator[dict[str, dict[str, st
         server.stop()
 
 
+def _function_env(task_root: Path, runtime: Path, function: str, tokens: Tokens) -> dict[str, str]:
+    """What every scenario's process gets: the zip and the runtime's packages on the path."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{task_root}{os.pathsep}{runtime}",
+        "POWERTOOLS_SERVICE_NAME": "bench",
+        "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
+        "PSYCOPG_IMPL": "binary",  # as on Lambda, which has no other libpq
+        "SUPABASE_URL": tokens.supabase_url,
+    }
+
+
 def measure_cold_starts(
     zips: dict[str, Path],
     with_sources: dict[str, Path],
@@ -164,10 +221,11 @@ def measure_cold_starts(
     work: Path,
     rounds: int,
     tokens: Tokens,
-) -> dict[str, dict[str, list[float]]]:
-    """Seconds per process, by function, then scenario; `with_sources`: the same zips with
-    the dependencies' sources, for the scenario without bytecode. A first request carries a
-    token (/connections: the service role's), so it includes fetching the JWKS from `tokens`."""
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[float]]]]:
+    """Seconds per process, by function, then scenario; and seconds of each function's import
+    by module group. `with_sources`: the same zips with the dependencies' sources, for the
+    scenario without bytecode. A first request carries a token (/connections: the service
+    role's), so it includes fetching the JWKS from `tokens`."""
     _remove(work)
     runtime = work / "runtime"
     _install_runtime_packages(runtime)
@@ -192,6 +250,7 @@ def measure_cold_starts(
         events[function].write_text(json.dumps(event))
     python = getattr(sys, "_base_executable", sys.executable)
     samples: dict[str, dict[str, list[float]]] = {f: {s: [] for s in SCENARIOS} for f in zips}
+    groups: dict[str, dict[str, list[float]]] = {f: {} for f in zips}
     with _secret_served_locally(database_url) as secret_envs:
         for round_number in range(rounds):
             for function in zips:
@@ -199,14 +258,7 @@ def measure_cold_starts(
                 for scenario in SCENARIOS[shift:] + SCENARIOS[:shift]:
                     root = work / ("no-bytecode" if "no bytecode" in scenario else "with-bytecode")
                     task_root = root / function
-                    env = {
-                        "PATH": "/usr/bin:/bin",
-                        "PYTHONPATH": f"{task_root}{os.pathsep}{runtime}",
-                        "POWERTOOLS_SERVICE_NAME": "bench",
-                        "AWS_LAMBDA_FUNCTION_NAME": f"bench-{function}",
-                        "PSYCOPG_IMPL": "binary",  # as on Lambda, which has no other libpq
-                        "SUPABASE_URL": tokens.supabase_url,
-                    }
+                    env = _function_env(task_root, runtime, function, tokens)
                     declared = FUNCTIONS[function]
                     args = [str(ZIP_INVOKER), f"{handler_module(declared)}:{declared.handler_name}"]
                     if scenario == "bare interpreter":
@@ -229,5 +281,17 @@ def measure_cold_starts(
                     if failed:
                         raise BenchError(f"{function}, {scenario}:\n{done.stderr[-2000:]}")
                     samples[function][scenario].append(elapsed)
+                task_root = work / "with-bytecode" / function
+                declared = FUNCTIONS[function]
+                done = subprocess.run(
+                    [python, "-S", "-B", "-X", "importtime", str(ZIP_INVOKER),
+                     f"{handler_module(declared)}:{declared.handler_name}"],
+                    cwd=task_root, env=_function_env(task_root, runtime, function, tokens),
+                    capture_output=True, text=True, timeout=120,
+                )  # fmt: skip
+                if done.returncode != 0:
+                    raise BenchError(f"{function}, import time:\n{done.stderr[-2000:]}")
+                for group, seconds in import_time_by_group(done.stderr).items():
+                    groups[function].setdefault(group, []).append(seconds)
     _remove(work)
-    return samples
+    return samples, groups

@@ -1,7 +1,8 @@
 """The three ways of serving each route that the benchmark compares.
 
 - `ProjectFunctions`: the real handlers of functions/, invoked in-process with API Gateway
-  v2.0 events, as the Lambda runtime invokes them.
+  v2.0 events, as the Lambda runtime invokes them; with `keep_connection`, as an instance with
+  `DB_KEEP_CONNECTION` on or off (its own engines, so both modes run in the same rounds).
 - `RawPsycopg`: the floor. The same SQL with psycopg on a fresh connection through the same
   pooler: reads connect, SELECT, close; writes connect, BEGIN, INSERT/UPDATE/DELETE ...
   RETURNING, COMMIT, close; as the login role, with no identity (which the project's items
@@ -17,7 +18,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
 from typing import Any, ClassVar
 
 import psycopg
@@ -28,6 +31,8 @@ from functions.connections.handler import handler as connections_handler
 from functions.connections.report import USAGE_QUERY
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
+from shared import _engine, _sessions
+from shared._settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.stack import reset_caches
 from tests.fixtures.tokens import Tokens
@@ -35,6 +40,7 @@ from tests.fixtures.tokens import Tokens
 __all__ = [
     "APPLICATION_NAME",
     "ITEM_COLUMNS",
+    "KEEP_CONNECTION_VARIABLE",
     "RAW_CONNECT_ARGS",
     "READ_ROUTES",
     "ROUTES",
@@ -51,6 +57,7 @@ READ_ROUTES = ("health", "connections", "items list", "items get")
 WRITE_ROUTES = ("items create", "items update", "items delete")
 ROUTES = READ_ROUTES + WRITE_ROUTES
 APPLICATION_NAME = "bench"
+KEEP_CONNECTION_VARIABLE = "DB_KEEP_CONNECTION"
 _skus = itertools.count()
 
 type Request = Callable[[], None]
@@ -68,7 +75,7 @@ def _new_sku() -> str:
 class Contender:
     """One way of serving the routes; `item_id` is the row the write routes work on."""
 
-    name: ClassVar[str]
+    name: str
 
     def __init__(self, read_id: int) -> None:
         self.read_id = read_id
@@ -146,12 +153,56 @@ class _LambdaHandlers(Contender):
         raise ValueError(route)
 
 
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """`name` set to `value` in the environment and the settings read anew, for the block."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
+        get_settings.cache_clear()
+
+
+def _built_with[T](name: str, value: str, build: Callable[[], T]) -> Callable[[], T]:
+    """`build`, run once, on first use, with the variable `name` set to `value`."""
+
+    @cache
+    def built() -> T:
+        with _environment(name, value):
+            return build()
+
+    return built
+
+
+_PLATFORM_ENGINES = (_engine.get_engine, _engine.get_async_engine)
+"""The platform's own accessors, which a contender with no mode of its own puts back."""
+
+
 class ProjectFunctions(_LambdaHandlers):
-    """The project's handlers, configured through the environment as when deployed."""
+    """The project's handlers, configured through the environment as when deployed.
+
+    `keep_connection` (None: as the environment says) stands for `DB_KEEP_CONNECTION`. Each
+    such contender is an instance of its own: engines built with the variable set its way and
+    put in the platform's place (`_engine.get_engine`, ...) before each of its requests, so a
+    kept connection stays kept while the other mode's requests run in between.
+    """
 
     name = "project"
 
-    def __init__(self, read_id: int, database_url: str, tokens: Tokens) -> None:
+    def __init__(
+        self,
+        read_id: int,
+        database_url: str,
+        tokens: Tokens,
+        *,
+        keep_connection: bool | None = None,
+    ) -> None:
         super().__init__(read_id)
         os.environ["DATABASE_URL"] = database_url
         os.environ["SUPABASE_URL"] = tokens.supabase_url
@@ -160,6 +211,26 @@ class ProjectFunctions(_LambdaHandlers):
         self.user_token = tokens.token(user_id=BENCH_USER.user_id)
         os.environ.setdefault("POWERTOOLS_SERVICE_NAME", "bench")
         reset_caches()
+        self._engines: tuple[Callable[[], Any], Callable[[], Any]] | None = None
+        if keep_connection is not None:
+            setting = str(keep_connection).lower()
+            self.name = f"project, {KEEP_CONNECTION_VARIABLE}={setting}"
+            self._engines = (
+                _built_with(KEEP_CONNECTION_VARIABLE, setting, _PLATFORM_ENGINES[0].__wrapped__),
+                _built_with(KEEP_CONNECTION_VARIABLE, setting, _PLATFORM_ENGINES[1].__wrapped__),
+            )
+
+    def become_this_instance(self) -> None:
+        """Put this contender's engines where the platform looks them up (its mode's only)."""
+        engines = self._engines or _PLATFORM_ENGINES
+        for module in (_engine, _sessions):
+            # setattr: mypy would refuse a plain assignment over a function's name.
+            setattr(module, "get_engine", engines[0])  # noqa: B010
+            setattr(module, "get_async_engine", engines[1])  # noqa: B010
+
+    def prepare(self, route: str) -> Request:
+        self.become_this_instance()
+        return super().prepare(route)
 
     def handler_for(self, route: str) -> Handler:
         if route == "health":

@@ -12,6 +12,14 @@ interleaved rounds, so the differences of their medians say what each layer cost
 5. the ORM: `session.get(Item, id)` in `async_read_session`, as the route reads;
 6. the function: token check, FastAPI, Mangum, the Lambda boundary and its log lines.
 
+`GET /items/{id}` without the database (the framework's own cost; the route answers a fixed row):
+1. the boundary's event check (pydantic validates the API Gateway event);
+2. + Mangum, serving an ASGI app that answers fixed JSON bytes;
+3. + FastAPI: routing, the path parameter's validation, the route (a fixed JSON `Response`);
+4. + the user dependency: the bearer token checked (a token already verified is cached);
+5. + the response model: the row validated into `ItemRead` and serialized, as the route does;
+6. + the boundary: deadline, `anon` scope, `no-store`, Powertools's request context and logs.
+
 `GET /health` (a plain handler):
 1. raw psycopg: connect, SELECT 1, close;
 2. acting as anon: one `set_config` of the statement timeout, role `anon` and its claims
@@ -26,9 +34,13 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import psycopg
+from fastapi import APIRouter, Response
+from mangum import Mangum
 from sqlalchemy import text
+from starlette.types import Receive, Scope, Send
 
 from bench.contenders import (
     ITEM_COLUMNS,
@@ -39,12 +51,18 @@ from bench.contenders import (
 )
 from bench.stack import BENCH_USER
 from functions.items.models import Item
+from functions.items.routes import ItemId
+from functions.items.schemas import ItemRead
+from shared._boundary import check_http_event
 from shared._deadline import invocation_deadline
+from shared._dependencies import UserDep
 from shared._driver import AsyncPoolerConnection
 from shared._engine import autocommit_connection, get_async_engine
+from shared._fastapi_app import create_app, lambda_handler
 from shared._identity import ANONYMOUS, acting_as
 from shared._sessions import async_read_session
 from shared._settings import get_settings
+from tests.fixtures.lambda_events import LambdaTestContext, http_event
 
 __all__ = ["LADDERS", "Ladders", "measure_ladders"]
 
@@ -56,8 +74,20 @@ ITEMS_GET_STEPS = (
     "+ the ORM",
     "+ the function",
 )
+FRAMEWORK_STEPS = (
+    "event check",
+    "+ Mangum (ASGI app answering fixed bytes)",
+    "+ FastAPI (routing, path parameter, route)",
+    "+ the user dependency (token check)",
+    "+ the response model (ItemRead)",
+    "+ the boundary (deadline, scope, logs)",
+)
 HEALTH_STEPS = ("raw psycopg", "+ acting as anon", "+ SQLAlchemy Core", "+ the function")
-LADDERS = {"items get": ITEMS_GET_STEPS, "health": HEALTH_STEPS}
+LADDERS = {
+    "items get": ITEMS_GET_STEPS,
+    "items get, no database": FRAMEWORK_STEPS,
+    "health": HEALTH_STEPS,
+}
 """Each ladder's steps, by the name of the warm table's route it takes apart."""
 SELECT = f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s"
 ACT_AS = (
@@ -116,6 +146,70 @@ def _items_get_steps(
     return [raw, raw_acting, as_user(driver), as_user(core), as_user(orm), function]
 
 
+FIXED_ROW = {
+    "id": 1,
+    "sku": "BENCH-FIXED",
+    "name": "Bench item",
+    "quantity": 0,
+    "created_at": "2026-01-01T00:00:00Z",
+    "updated_at": "2026-01-01T00:00:00Z",
+}
+
+
+def _framework_steps(project: ProjectFunctions) -> list[Request]:
+    """The steps of FRAMEWORK_STEPS: the items function's layers over a fixed row."""
+    event = http_event(
+        "GET /items/{item_id}", path=f"/items/{project.read_id}", token=project.user_token
+    )
+    row = ItemRead.model_validate(FIXED_ROW)
+    body = row.model_dump_json().encode()
+
+    async def fixed_bytes(scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    routing, dependency, response_model = APIRouter(), APIRouter(), APIRouter()
+
+    @routing.get("/items/{item_id}")
+    async def get_fixed_bytes(item_id: ItemId) -> Response:
+        return Response(body, media_type="application/json")
+
+    @dependency.get("/items/{item_id}")
+    async def get_fixed_bytes_as_user(item_id: ItemId, caller: UserDep) -> Response:
+        return Response(body, media_type="application/json")
+
+    @response_model.get("/items/{item_id}")
+    async def get_fixed_row(item_id: ItemId, caller: UserDep) -> ItemRead:
+        return ItemRead.model_validate(row)
+
+    def asgi(app: Any) -> Callable[[dict[str, Any], Any], Any]:
+        return Mangum(app, lifespan="off")
+
+    def through(handler: Callable[[dict[str, Any], Any], Any], *, check: bool = True) -> Request:
+        def request() -> None:
+            if check:
+                check_http_event(event)
+            response = handler(event, LambdaTestContext())
+            if response["statusCode"] != 200:
+                raise BenchError(f"framework ladder: {response}")
+
+        return request
+
+    def checked() -> None:
+        check_http_event(event)
+
+    full_app = create_app(response_model, title="bench")
+    return [
+        checked,
+        through(asgi(fixed_bytes)),
+        through(asgi(create_app(routing, title="bench"))),
+        through(asgi(create_app(dependency, title="bench"))),
+        through(asgi(full_app)),
+        through(lambda_handler(full_app), check=False),  # the boundary checks the event itself
+    ]
+
+
 def _health_steps(project: ProjectFunctions, url: str) -> list[Request]:
     """The steps of HEALTH_STEPS as thunks that raise BenchError unless they read a row."""
     timeout_ms = get_settings().db_statement_timeout_ms
@@ -165,4 +259,8 @@ def measure_ladders(project: ProjectFunctions, url: str, rounds: int, warmup: in
         items_get = _measure(_items_get_steps(project, url, loop), rounds, warmup)
     finally:
         loop.close()
-    return {"items get": items_get, "health": _measure(_health_steps(project, url), rounds, warmup)}
+    return {
+        "items get": items_get,
+        "items get, no database": _measure(_framework_steps(project), rounds, warmup),
+        "health": _measure(_health_steps(project, url), rounds, warmup),
+    }

@@ -1,11 +1,14 @@
 """Warm latency per route, and threads started per request, in interleaved rounds.
 
-Each round runs every route once per contender, the contenders' order rotating from round to
-round, so that drift in the machine's load touches every contender alike.
+Each round runs every route once per contender, in an order drawn anew for each round (from a
+fixed seed, so runs repeat), so that drift in the machine's load, and what a request leaves to
+the next (garbage to collect, a closed client for the pooler to clean up), touch every contender
+alike. A rotation would not: it always puts the same contender right after the same other.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +18,9 @@ from bench.contenders import ROUTES, Contender
 
 __all__ = ["measure_threads_per_request", "measure_warm"]
 
+ORDER_SEED = 18
+"""Seeds the contenders' order in each round."""
+
 type Samples = dict[str, dict[str, list[float]]]
 """Seconds per request, by contender name, then route."""
 
@@ -22,9 +28,9 @@ type Samples = dict[str, dict[str, list[float]]]
 def measure_warm(contenders: list[Contender], rounds: int, warmup: int) -> Samples:
     """Time `rounds` requests per contender and route after `warmup` untimed rounds."""
     samples: Samples = {c.name: {route: [] for route in ROUTES} for c in contenders}
+    orders = random.Random(ORDER_SEED)
     for round_number in range(warmup + rounds):
-        shift = round_number % len(contenders)
-        order = contenders[shift:] + contenders[:shift]
+        order = orders.sample(contenders, len(contenders))
         for route in ROUTES:
             for contender in order:
                 request = contender.prepare(route)

@@ -17,7 +17,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from functools import wraps
+from functools import cache, wraps
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -126,11 +126,14 @@ class HttpEventV1(TypedDict):
     isBase64Encoded: NotRequired[bool]
 
 
-_V2 = TypeAdapter(HttpEventV2)
-_V1 = TypeAdapter(HttpEventV1)
-
-
 type _Kind = Literal["2.0", "1.0"]
+
+
+@cache
+def event_validator(kind: _Kind) -> TypeAdapter[Any]:
+    """The validator of one payload version, built on first use: an HTTP API sends 2.0 only,
+    so its functions never build the 1.0 validator (nor a REST API's the 2.0 one)."""
+    return TypeAdapter(HttpEventV2 if kind == "2.0" else HttpEventV1)
 
 
 def _event_kind(event: object) -> tuple[_Kind, LambdaEvent]:
@@ -172,7 +175,7 @@ def check_http_event(event: object) -> LambdaEvent:
     """The event, if it is an HTTP request of a kind this boundary accepts; else a 400."""
     kind, http_event = _event_kind(event)
     try:
-        (_V2 if kind == "2.0" else _V1).validate_python(http_event)
+        event_validator(kind).validate_python(http_event)
     except ValidationError as exc:
         # The top-level field only: deeper parts of the location can be the caller's header names.
         location = exc.errors()[0]["loc"]

@@ -28,12 +28,15 @@ def warm_before_snapshot() -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
+    from shared._boundary import event_validator
     from shared._engine import forget_engines
     from shared._secrets import extension_configured, secrets_manager_client
     from shared._settings import get_settings
 
     for module in WARM_IMPORTS:
         importlib.import_module(module)
+    for payload_version in ("2.0", "1.0"):
+        event_validator(payload_version)  # built on first use otherwise
     if get_settings().database_secret_arn is not None and not extension_configured():
         secrets_manager_client()  # what the first read would otherwise create
     # Creating an engine loads and sets up the dialect; it connects only when used.

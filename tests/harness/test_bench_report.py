@@ -1,10 +1,11 @@
-"""The bench report's zip size targets: met, or missed by how much; no build, no network."""
+"""The bench report's targets: met, or missed by how much; no build, no network."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.report import MIB, zip_size_target
+from bench.contenders import ROUTES
+from bench.report import KEPT, MIB, PROJECT, RAW, keep_connection_comparison, zip_size_target
 from bench.sizes import ZipSize
 
 
@@ -24,3 +25,20 @@ def test_each_zip_is_held_to_its_kinds_target(
 
     assert target.what == f"zip {function} (arm64)"
     assert target.verdict() == verdict
+
+
+def test_each_mode_of_db_keep_connection_is_held_to_its_own_targets() -> None:
+    raw_ms = 4.0
+    by_mode_ms = {PROJECT: 6.0, KEPT: 1.0}  # 1.5x and 0.25x the raw connect per request
+    warm = {name: dict.fromkeys(ROUTES, [ms / 1000] * 3) for name, ms in by_mode_ms.items()}
+    warm[RAW] = dict.fromkeys(ROUTES, [raw_ms / 1000] * 3)
+
+    _, targets = keep_connection_comparison(warm)
+
+    assert {t.what: t.verdict() for t in targets} == {
+        "warm health, DB_KEEP_CONNECTION off, vs raw psycopg": "missed by 27%",  # 1.18x
+        "warm items get, DB_KEEP_CONNECTION off, vs raw psycopg": "met",  # 1.66x
+        "warm health, DB_KEEP_CONNECTION on, vs raw psycopg": "missed by 67%",  # 0.15x
+        "warm items get, DB_KEEP_CONNECTION on, vs raw psycopg": "met",  # 0.35x
+        "warm items create, DB_KEEP_CONNECTION on, vs raw psycopg": "met",  # 0.45x
+    }

@@ -19,6 +19,7 @@ import functions.health.handler
 import functions.items.handler
 from infra.local_stack import LocalStack
 from shared import _snapstart as snapstart
+from shared._boundary import event_validator
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.proxy import ExchangeCounter
 from tests.fixtures.stack import reset_caches
@@ -44,9 +45,11 @@ def test_the_functions_serve_after_a_simulated_snapshot_and_restore(
     health_handler = importlib.reload(functions.health.handler).handler
     items_handler = importlib.reload(functions.items.handler).handler
     assert (before, after) == ([snapstart.warm_before_snapshot], [snapstart.refresh_after_restore])
+    event_validator.cache_clear()  # built on first use, so the snapshot must hold them
     for hook in reversed(before):
         hook()
     connected_before_snapshot = exchange_counter.settled()
+    validators_in_snapshot = event_validator.cache_info().currsize
     for hook in after:
         hook()
     health = health_handler(http_event("GET /health"), LambdaTestContext())
@@ -54,5 +57,6 @@ def test_the_functions_serve_after_a_simulated_snapshot_and_restore(
     reset_caches()
 
     assert connected_before_snapshot == []
+    assert validators_in_snapshot == 2  # payload 2.0 and 1.0
     assert (health["statusCode"], items["statusCode"]) == (200, 200)
     assert len(exchange_counter.settled()) == 2

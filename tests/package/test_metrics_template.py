@@ -1,5 +1,5 @@
 """What the packaged template gives the metrics: each function's short name as the `function`
-dimension the alarms filter on, the namespace, and the monitor's schedule.
+dimension the alarms filter on, the stage's namespace, and the monitor's schedule.
 
 The functions name themselves from their Lambda function name less FUNCTION_NAME_PREFIX
 (`shared._metrics.function_name`), so the prefix must be exactly what the framework puts
@@ -16,7 +16,7 @@ import pytest
 from shared._metrics import function_name
 from shared._settings import get_settings
 from tests.fixtures.service import HTTP_FUNCTIONS, SERVICE
-from tests.package.templates import serverless_package
+from tests.package.templates import STAGE, serverless_package
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_each_function_counts_under_its_own_short_name(
     named = {}
     for function in functions:
         variables = function["Environment"]["Variables"]
-        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == SERVICE.name
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == f"{SERVICE.name}/{STAGE}"
         for variable in ("FUNCTION_NAME_PREFIX", "METRICS_FUNCTION_NAME"):
             monkeypatch.delenv(variable, raising=False)
             if variable in variables:

@@ -28,10 +28,10 @@ import psycopg
 from bench.naive import build_naive_handler
 from bench.stack import BENCH_USER
 from functions.connections.handler import handler as connections_handler
-from functions.connections.report import USAGE_QUERY
 from functions.health.handler import handler as health_handler
 from functions.items.handler import handler as items_handler
 from shared import _engine, _sessions
+from shared._connection_usage import USAGE_QUERY
 from shared._settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 from tests.fixtures.stack import reset_caches
@@ -49,6 +49,7 @@ __all__ = [
     "Contender",
     "NaiveFastAPI",
     "ProjectFunctions",
+    "ProjectFunctionsWithoutMetrics",
     "RawPsycopg",
     "Request",
 ]
@@ -238,6 +239,25 @@ class ProjectFunctions(_LambdaHandlers):
         if route == "connections":
             return connections_handler
         return items_handler
+
+
+class ProjectFunctionsWithoutMetrics(ProjectFunctions):
+    """The project's handlers with POWERTOOLS_METRICS_DISABLED: beside `ProjectFunctions`,
+    what recording and writing the metrics costs a warm request."""
+
+    name = "project, metrics off"
+
+    def prepare(self, route: str) -> Request:
+        request = super().prepare(route)
+
+        def without_metrics() -> None:
+            os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+            try:
+                request()
+            finally:
+                del os.environ["POWERTOOLS_METRICS_DISABLED"]
+
+        return without_metrics
 
 
 class NaiveFastAPI(_LambdaHandlers):

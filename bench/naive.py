@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from functions.connections.report import USAGE_QUERY, build_report
 from functions.items.models import Item
 from functions.items.schemas import ItemCreate, ItemPage, ItemRead, ItemUpdate
+from shared._connection_usage import USAGE_QUERY, build_report
 
 __all__ = ["build_naive_handler"]
 

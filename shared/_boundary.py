@@ -7,6 +7,9 @@ an SQS message and Mangum never sees an event it would crash on. Whatever the ha
 becomes the mapped JSON error: nothing raises to the runtime, which would log a traceback and
 retry. Every invocation starts acting as `anon`, carries the request id in its logs but never the
 event (it holds the bearer token), and answers `Cache-Control: no-store` unless the handler chose.
+Every invocation is counted (`shared._metrics`): Requests by route and status class, Latency,
+ColdStart, and what the engine and the error mapping record on the way, written as one batch of
+EMF lines when it ends, whatever happened.
 https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html
 """
 
@@ -16,6 +19,7 @@ import base64
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping
 from functools import cache, wraps
 from typing import Annotated, Any, Literal, NotRequired, TypedDict
@@ -29,6 +33,7 @@ from shared._error_mapping import error_response
 from shared._errors import AppError
 from shared._identity import ANONYMOUS, acting_as
 from shared._logs import get_logger
+from shared._metrics import function_name, invocation_metrics, record, route_of, status_class
 from shared._secrets import prepare_reads
 from shared._snapstart import register_hooks
 
@@ -244,18 +249,29 @@ def lambda_boundary(handler: HttpHandler) -> LambdaHandler:
     )
     @wraps(handler)
     def boundary(event: Any, context: LambdaContext) -> dict[str, Any]:
-        try:
-            http_event = check_http_event(event)
-        except InvalidEventError as exc:
-            logger.warning("invalid event", extra={"reason": str(exc)})
-            return _error(exc)
-        try:
-            # Every invocation starts as `anon`, whatever a previous invocation left in this
-            # context: only a verified token, in the session dependencies or the handler, puts
-            # a caller's identity in scope.
-            with deadline_for(context), acting_as(ANONYMOUS):
-                return dict(handler(http_event, context))
-        except Exception as exc:  # the Lambda boundary: every error becomes a JSON response
-            return _error(exc)
+        started = time.perf_counter()
+        route = route_of(event)
+        with invocation_metrics(function_name(context)):
+            response = _answer(handler, event, context)
+            record("Requests", 1, route=route, status_class=status_class(response["statusCode"]))
+            record("Latency", (time.perf_counter() - started) * 1000, route=route)
+        return response
 
     return boundary
+
+
+def _answer(handler: HttpHandler, event: Any, context: LambdaContext) -> dict[str, Any]:
+    """The handler's answer to an HTTP event, or the JSON error for whatever went wrong."""
+    try:
+        http_event = check_http_event(event)
+    except InvalidEventError as exc:
+        logger.warning("invalid event", extra={"reason": str(exc)})
+        return _error(exc)
+    # Every invocation starts as `anon`, whatever a previous invocation left in this context:
+    # only a verified token, in the session dependencies or the handler, puts a caller's
+    # identity in scope. Errors are mapped inside the deadline, which decides their cause.
+    with deadline_for(context), acting_as(ANONYMOUS):
+        try:
+            return dict(handler(http_event, context))
+        except Exception as exc:  # the Lambda boundary: every error becomes a JSON response
+            return _error(exc)

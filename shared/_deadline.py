@@ -45,6 +45,8 @@ class _HasRemainingTime(Protocol):
 class DeadlineExceededError(ServiceUnavailableError):
     """The invocation's time ran out before the database answered."""
 
+    cause = "deadline"
+
     def __init__(self) -> None:
         super().__init__("The database did not answer in time, retry shortly")
 

@@ -26,6 +26,7 @@ from shared._connect import connect_args, connect_refreshing_secret, open_connec
 from shared._database_url import NO_URL, Purpose, detect_mode, to_sqlalchemy_url
 from shared._errors import DatabaseConfigError
 from shared._kept_connection import close_kept_connections, keep_one_connection, kept_pool
+from shared._metrics import count_checkout, timed_connect
 from shared._secrets import DatabaseSecret
 from shared._settings import ConnectionMode, Settings, get_settings
 
@@ -83,12 +84,14 @@ def _install(
     """Connect through the driver classes; watch checked-out connections against the deadline."""
     timeout_ms = settings.db_statement_timeout_ms
     if secret is None:
-        event.listen(engine, "do_connect", partial(open_connection, timeout_ms))
+        connect = partial(open_connection, timeout_ms)
     else:
-        refresh = partial(connect_refreshing_secret, secret, settings)
-        event.listen(engine, "do_connect", refresh)
+        connect = partial(connect_refreshing_secret, secret, settings)
+    # Timed here and counted at checkout: every connection, new or kept, is counted once.
+    event.listen(engine, "do_connect", timed_connect(connect))
     if mode is ConnectionMode.TRANSACTION and settings.db_keep_connection:
         keep_one_connection(engine, settings.db_keep_connection_max_idle_s)  # checks first
+    event.listen(engine, "checkout", count_checkout)
     event.listen(engine, "checkout", _watch_until_deadline)
     event.listen(engine, "checkin", _stop_watching)
     event.listen(engine, "close", _stop_watching)

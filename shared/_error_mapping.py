@@ -6,6 +6,9 @@ security policy refusing) 403, timeouts, conflicts and lost or full connections 
 Retry-After; anything else is a bug: 500, logged. Nothing is retried here: only the route knows
 whether its work may run twice. Responses and logs name the error's class, SQLSTATE and schema
 names, never its message, which can quote row values or the host.
+
+Each 503 has a cause and each 401 a reason, from closed sets, counted in the invocation's
+metrics (`shared._metrics`: ServiceUnavailable by cause, TokenRefused by reason).
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ import psycopg
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from shared._deadline import remaining_seconds
 from shared._driver import CommitOutcomeUnknownError
 from shared._errors import (
     AppError,
     ConfigurationError,
     ConflictError,
     ForbiddenError,
+    NotAuthenticatedError,
     NotFoundError,
     ServiceUnavailableError,
 )
+from shared._metrics import record
 
 RETRY_AFTER_SECONDS = 2
 """Long enough for a full pooler to free a slot, short enough for a client's first retry."""
@@ -60,6 +66,8 @@ class ErrorResponse:
     status_code: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    cause: str | None = None
+    """A 503's cause (`shared._metrics.CAUSES`); None for any other status."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class _Answer:
     status_code: int
     code: str
     message: str
+    cause: str | None = None
 
 
 _INTERNAL = _Answer(500, AppError.code, "Internal server error")
@@ -74,18 +83,28 @@ _CONFLICT = _Answer(409, ConflictError.code, "The request conflicts with stored 
 _UNSTORABLE = _Answer(422, "validation_error", "The request holds a value that cannot be stored")
 _NOT_ALLOWED = _Answer(403, ForbiddenError.code, "The access token may not do this")
 _UNAVAILABLE = _Answer(
-    503, ServiceUnavailableError.code, "The database is unavailable, retry shortly"
+    503,
+    ServiceUnavailableError.code,
+    "The database is unavailable, retry shortly",
+    "pooler_unreachable",
 )
 _TOO_SLOW = _Answer(
-    503, ServiceUnavailableError.code, "The database did not answer in time, retry shortly"
+    503,
+    ServiceUnavailableError.code,
+    "The database did not answer in time, retry shortly",
+    "statement_timeout",
 )
 _OUTCOME_UNKNOWN = _Answer(
     503,
     "commit_outcome_unknown",
     "The change may or may not have been stored: read it back before retrying",
+    "commit_outcome_unknown",
 )
 _COLLIDED = _Answer(
-    503, ServiceUnavailableError.code, "The request collided with another one, retry shortly"
+    503,
+    ServiceUnavailableError.code,
+    "The request collided with another one, retry shortly",
+    "serialization",
 )
 
 _BY_SQLSTATE = {
@@ -169,17 +188,36 @@ def _log(level: int, event: str, exc: BaseException, status_code: int) -> None:
     logger.log(level, event, extra=fields)
 
 
+DEADLINE_TOLERANCE_S = 0.01
+"""A statement timeout cut to the deadline is set in whole milliseconds, so it can fire a
+moment before the deadline itself: still the deadline's doing."""
+
+
+def _deadline_passed() -> bool:
+    remaining = remaining_seconds()
+    return remaining is not None and remaining < DEADLINE_TOLERANCE_S
+
+
 def _response(answer: _Answer, headers: Mapping[str, str] | None = None) -> ErrorResponse:
-    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)} if answer.status_code == 503 else {}
+    """The response, counted in the invocation's metrics: a 503 by cause (the deadline's when
+    it has passed, whatever the driver said: it cut the connection or the statement)."""
+    retry: dict[str, str] = {}
+    cause: str | None = None
+    if answer.status_code == 503:
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        cause = "deadline" if _deadline_passed() else answer.cause or "pooler_unreachable"
+        record("ServiceUnavailable", 1, cause=cause)
     return ErrorResponse(
         answer.status_code,
         {"code": answer.code, "message": answer.message},
         {**retry, **(headers or {})},
+        cause,
     )
 
 
 def error_response(exc: BaseException) -> ErrorResponse:
-    """Map any exception to the response the client gets, and log it safely."""
+    """Map any exception to the response the client gets, log it safely, and count it: a 503
+    by cause, a 401 by the token check that refused it."""
     if isinstance(exc, ConfigurationError):
         logger.error(
             "configuration error",
@@ -192,7 +230,10 @@ def error_response(exc: BaseException) -> ErrorResponse:
             _log(level, "request failed", exc, exc.status_code)
         if exc.status_code == 500:
             return _response(_INTERNAL)
-        return _response(_Answer(exc.status_code, exc.code, str(exc)), exc.headers)
+        if isinstance(exc, NotAuthenticatedError):
+            record("TokenRefused", 1, reason=exc.reason)
+        cause = exc.cause if isinstance(exc, ServiceUnavailableError) else None
+        return _response(_Answer(exc.status_code, exc.code, str(exc), cause), exc.headers)
     answer = _database_answer(exc) or _INTERNAL
     if answer.status_code == 500:
         _log(logging.ERROR, "request failed", exc, 500)

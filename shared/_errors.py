@@ -37,6 +37,8 @@ class NotAuthenticatedError(AppError):
 
     status_code = 401
     code = "not_authenticated"
+    reason = "missing"
+    """Why the token was refused, for the TokenRefused metric (`shared._metrics.REASONS`)."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -44,9 +46,14 @@ class NotAuthenticatedError(AppError):
 
 
 class InvalidTokenError(NotAuthenticatedError):
-    """An access token that fails verification; the message says which check, never the token."""
+    """An access token that fails verification; the message says which check, never the token,
+    and `reason` names the check for the metrics."""
 
     code = "invalid_token"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
     @property
     def headers(self) -> dict[str, str]:
@@ -100,14 +107,20 @@ class ServiceUnavailableError(AppError):
 
     status_code = 503
     code = "service_unavailable"
+    cause = "pooler_unreachable"
+    """Why, for the ServiceUnavailable metric (`shared._metrics.CAUSES`)."""
 
 
 class DatabaseSecretNotSetError(ServiceUnavailableError):
     """The deployed secret still holds the stack's placeholder: `make secret` has not run."""
 
+    cause = "secret_unavailable"
+
 
 class DatabaseUnavailableError(ServiceUnavailableError):
     """A service the database depends on (Secrets Manager) is throttling or not answering."""
+
+    cause = "secret_unavailable"
 
 
 class SigningKeysUnavailableError(ServiceUnavailableError):
@@ -115,6 +128,8 @@ class SigningKeysUnavailableError(ServiceUnavailableError):
 
     A 503, never a 401: the token may well be valid, and the client should retry.
     """
+
+    cause = "signing_keys_unavailable"
 
     def __init__(self) -> None:
         super().__init__("The keys that verify access tokens cannot be read, retry shortly")

@@ -105,6 +105,17 @@ class Settings(BaseSettings):
     auth_jwks_timeout_s: float = Field(default=2.0, gt=0, le=10)
     """Seconds to fetch the JWKS, never more than what is left of the request's deadline."""
 
+    function_name_prefix: str = ""
+    """What the Lambda function's name adds to the short name metrics use (`items`):
+    serverless.yml sets `${service}-${stage}-`."""
+
+    metrics_function_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """The `function` dimension of the metrics, where the function's name does not give it."""
+
+    pooler_admin_url: SecretStr | None = None
+    """A PgBouncer admin console (`.../pgbouncer`) the monitor reads `SHOW POOLS` from; unset
+    (Supavisor has none), no PoolerClients metric."""
+
 
 def env_file(environ: Mapping[str, str] | None = None) -> Path | None:
     """`.env` in the working directory, the file SETTINGS_ENV_FILE names, or none if it is empty."""

@@ -174,25 +174,39 @@ class _SupabaseJWT(jwt.PyJWT):
 
 _JWT = _SupabaseJWT()
 
-_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
-    (jwt.ExpiredSignatureError, EXPIRED),
-    (jwt.ImmatureSignatureError, NOT_YET_VALID),
-    (jwt.InvalidAudienceError, WRONG_AUDIENCE),
-    (jwt.InvalidIssuerError, WRONG_ISSUER),
-    (jwt.InvalidSignatureError, BAD_SIGNATURE),
-    (jwt.InvalidKeyError, BAD_SIGNATURE),
-    (jwt.InvalidAlgorithmError, ALGORITHM_REFUSED),
+# Each refusal in our words (PyJWT's messages are not written for clients) and its reason for
+# the TokenRefused metric (`shared._metrics.REASONS`).
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str, str], ...] = (
+    (jwt.ExpiredSignatureError, EXPIRED, "expired"),
+    (jwt.ImmatureSignatureError, NOT_YET_VALID, "not_yet_valid"),
+    (jwt.InvalidAudienceError, WRONG_AUDIENCE, "wrong_audience"),
+    (jwt.InvalidIssuerError, WRONG_ISSUER, "wrong_issuer"),
+    (jwt.InvalidSignatureError, BAD_SIGNATURE, "bad_signature"),
+    (jwt.InvalidKeyError, BAD_SIGNATURE, "bad_signature"),
+    (jwt.InvalidAlgorithmError, ALGORITHM_REFUSED, "algorithm_refused"),
 )
-_MISSING_CLAIM_REASONS = {"aud": WRONG_AUDIENCE, "iss": WRONG_ISSUER, "role": ROLE_REFUSED}
+_MISSING_CLAIM_REASONS = {
+    "aud": (WRONG_AUDIENCE, "wrong_audience"),
+    "iss": (WRONG_ISSUER, "wrong_issuer"),
+    "role": (ROLE_REFUSED, "role_refused"),
+}
 
 
-def _reason(exc: jwt.PyJWTError) -> str:
-    """What failed, in our words: PyJWT's messages are not written for clients."""
+def _refusal(exc: jwt.PyJWTError) -> InvalidTokenError:
+    """What failed, in our words, with the reason the metrics count it under."""
     if isinstance(exc, jwt.MissingRequiredClaimError):
-        return _MISSING_CLAIM_REASONS.get(exc.claim, f"The access token has no {exc.claim} claim")
+        missing = (f"The access token has no {exc.claim} claim", "malformed")
+        message, reason = _MISSING_CLAIM_REASONS.get(exc.claim, missing)
+        return InvalidTokenError(message, reason=reason)
     if isinstance(exc, _MalformedClaimError):
-        return f"The access token's {exc.claim} claim is malformed"
-    return next((reason for kind, reason in _REASONS if isinstance(exc, kind)), MALFORMED)
+        return InvalidTokenError(
+            f"The access token's {exc.claim} claim is malformed", reason="malformed"
+        )
+    message, reason = next(
+        ((message, reason) for kind, message, reason in _REASONS if isinstance(exc, kind)),
+        (MALFORMED, "malformed"),
+    )
+    return InvalidTokenError(message, reason=reason)
 
 
 class TokenVerifier:
@@ -251,11 +265,11 @@ class TokenVerifier:
                 options={"require": ["exp", "iss", "aud", "role"]},
             )
         except jwt.PyJWTError as exc:
-            raise InvalidTokenError(_reason(exc)) from None
+            raise _refusal(exc) from None
         if claims["role"] not in ROLES:
-            raise InvalidTokenError(ROLE_REFUSED)
+            raise InvalidTokenError(ROLE_REFUSED, reason="role_refused")
         if claims["role"] == "authenticated" and not isinstance(claims.get("sub"), str):
-            raise InvalidTokenError(NO_USER)
+            raise InvalidTokenError(NO_USER, reason="no_user")
         return claims
 
     def _key_for(self, token: str) -> TrustedKey:
@@ -263,23 +277,23 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise InvalidTokenError(MALFORMED) from None
+            raise InvalidTokenError(MALFORMED, reason="malformed") from None
         algorithm = header.get("alg")
         if not isinstance(algorithm, str):
-            raise InvalidTokenError(ALGORITHM_REFUSED)
+            raise InvalidTokenError(ALGORITHM_REFUSED, reason="algorithm_refused")
         if algorithm == LEGACY_ALGORITHM:
             key = self._legacy.get(LEGACY_KEY_ID) if self._legacy else None
             if key is None:
-                raise InvalidTokenError(ALGORITHM_REFUSED)
+                raise InvalidTokenError(ALGORITHM_REFUSED, reason="algorithm_refused")
             return key
         if algorithm not in ASYMMETRIC_ALGORITHMS:
-            raise InvalidTokenError(ALGORITHM_REFUSED)
+            raise InvalidTokenError(ALGORITHM_REFUSED, reason="algorithm_refused")
         kid = header.get("kid")
         if not isinstance(kid, str):
-            raise InvalidTokenError(NO_KEY_ID)
+            raise InvalidTokenError(NO_KEY_ID, reason="no_key_id")
         key = self._jwks.get(kid)
         if key is None:
-            raise InvalidTokenError(UNKNOWN_KEY)
+            raise InvalidTokenError(UNKNOWN_KEY, reason="unknown_key")
         return key
 
 

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
         lambda_boundary,
         request_header,
     )
+    from shared._connection_usage import (
+        publish_connection_usage,
+        publish_pooler_clients,
+        read_connection_report,
+        read_connection_usage,
+    )
     from shared._engine import autocommit_connection, pool_size_per_instance, transaction
     from shared._errors import (
         AppError,
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from shared._identity import Identity, acting_as, acting_as_login_role
     from shared._models import Base
     from shared._plain_handler import plain_handler
+    from shared._scheduled import scheduled_handler
     from shared._sessions import read_session, session_scope
     from shared._tokens import require_identity, require_service_role
 
@@ -52,10 +59,15 @@ __all__ = [
     "lambda_boundary",
     "plain_handler",
     "pool_size_per_instance",
+    "publish_connection_usage",
+    "publish_pooler_clients",
+    "read_connection_report",
+    "read_connection_usage",
     "read_session",
     "request_header",
     "require_identity",
     "require_service_role",
+    "scheduled_handler",
     "session_scope",
     "transaction",
 ]
@@ -80,10 +92,15 @@ _MODULES = {
     "lambda_boundary": "shared._boundary",
     "plain_handler": "shared._plain_handler",
     "pool_size_per_instance": "shared._engine",
+    "publish_connection_usage": "shared._connection_usage",
+    "publish_pooler_clients": "shared._connection_usage",
+    "read_connection_report": "shared._connection_usage",
+    "read_connection_usage": "shared._connection_usage",
     "read_session": "shared._sessions",
     "request_header": "shared._boundary",
     "require_identity": "shared._tokens",
     "require_service_role": "shared._tokens",
+    "scheduled_handler": "shared._scheduled",
     "session_scope": "shared._sessions",
     "transaction": "shared._engine",
 }

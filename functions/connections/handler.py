@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.connections.report import read_report
 from shared.plain import (
     LambdaEvent,
     LambdaResponse,
@@ -18,6 +17,7 @@ from shared.plain import (
     autocommit_connection,
     json_response,
     lambda_boundary,
+    read_connection_report,
     require_service_role,
 )
 
@@ -27,5 +27,5 @@ def handler(event: LambdaEvent, context: LambdaContext) -> LambdaResponse:
     """Report connection usage by application name and state, to the service role only."""
     require_service_role(event)
     with acting_as_login_role(), autocommit_connection() as conn:
-        report = read_report(conn)
+        report = read_connection_report(conn)
     return json_response(200, report)

@@ -33,14 +33,23 @@ from tests.fixtures.lambda_events import (
     rest_event,
     stored_event,
 )
-from tests.fixtures.service import FUNCTIONS, ROUTES, handler_of, read_route, uses_fastapi
+from tests.fixtures.service import (
+    FUNCTIONS,
+    HTTP_FUNCTIONS,
+    ROUTES,
+    handler_of,
+    read_route,
+    uses_fastapi,
+)
 from tests.fixtures.tokens import Tokens
 
 pytestmark = pytest.mark.usefixtures("as_user")  # items are a user's own rows
 
 type Handler = Callable[[Any, LambdaTestContext], dict[str, Any]]
 
-HANDLERS: dict[str, Handler] = {name: handler_of(function) for name, function in FUNCTIONS.items()}
+HANDLERS: dict[str, Handler] = {
+    name: handler_of(function) for name, function in HTTP_FUNCTIONS.items()
+}
 # What a function may answer, from the README; a 500 is never right for a request. FastAPI
 # also answers unknown paths and methods (404, 405) and a trailing slash (307, to the path
 # without it).

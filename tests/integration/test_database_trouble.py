@@ -31,7 +31,7 @@ from shared._fastapi_app import install_error_handlers
 from shared._settings import get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
 from tests.fixtures.pgbouncer import pooler_settings
-from tests.fixtures.service import FUNCTIONS, handler_of, read_route
+from tests.fixtures.service import FUNCTIONS, HTTP_FUNCTIONS, handler_of, read_route
 from tests.fixtures.stack import TEST_PASSWORD, free_port, reset_caches
 from tests.fixtures.tokens import Tokens
 
@@ -89,7 +89,7 @@ def reading(name: str) -> Callable[[str], dict[str, Any]]:
 
 
 INVOCATIONS: dict[str, Callable[[str], dict[str, Any]]] = {
-    **{f"{name} read": reading(name) for name in FUNCTIONS},
+    **{f"{name} read": reading(name) for name in HTTP_FUNCTIONS},
     "session write": lambda token: write_handler(
         http_event("POST /writes", body={}, token=token), LambdaTestContext()
     ),

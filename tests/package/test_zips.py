@@ -45,6 +45,7 @@ from tests.fixtures.secrets_extension import serve_secrets_extension
 from tests.fixtures.service import (
     BODY_METHODS,
     FUNCTIONS,
+    HTTP_FUNCTIONS,
     SERVICE,
     handler_module,
     handler_of,
@@ -228,7 +229,7 @@ def test_smoke_python_is_the_runtime_version() -> None:
     assert version == SERVICE.python_version
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("function", HTTP_FUNCTIONS)
 def test_zip_answers_through_the_pooler_as_the_source_does(
     unpacked: Path, database: LocalStack, tokens: Tokens, tmp_path: Path, function: str
 ) -> None:
@@ -268,6 +269,25 @@ def left_out_tried(trace: Path) -> set[str]:
     }
 
 
+def test_the_monitor_publishes_from_its_zip_on_its_schedule(
+    unpacked: Path, database: LocalStack, tmp_path: Path
+) -> None:
+    """The scheduled function, which no HTTP test reaches: its zip runs EventBridge's event
+    through the pooler and writes its metrics, importing nothing its zip leaves out."""
+    [result] = invoke_from_zip(
+        unpacked / "monitor",
+        [stored_event("scheduled")],
+        database.pooler_url(),
+        tmp_path,
+        trace=tmp_path / "monitor.json",
+    )
+
+    assert result == {"ran": True}
+    modules = json.loads((tmp_path / "monitor.json").read_text())["modules"]
+    assert modules["functions.monitor.handler"].startswith(str(unpacked / "monitor"))
+    assert left_out_tried(tmp_path / "monitor.json") <= TRIED_AND_HANDLED
+
+
 # Example bodies for the sample's writes, so the trace covers a create and an update that
 # succeed; any other write route gets an empty body (a 422, the validation path).
 EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
@@ -300,7 +320,7 @@ def served_events(row_id: int, token: str) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("function", FUNCTIONS)
+@pytest.mark.parametrize("function", HTTP_FUNCTIONS)
 def test_no_function_imports_what_its_zip_leaves_out(
     unpacked: Path, database: LocalStack, tokens: Tokens, tmp_path: Path, function: str
 ) -> None:
@@ -313,7 +333,7 @@ def test_no_function_imports_what_its_zip_leaves_out(
             [owner, f"TRACE-{os.urandom(4).hex()}"],
         ).fetchall()
     served = served_events(row_id, tokens.token(user_id=owner))
-    down = [http_event(read_route(f), token=tokens.service_role()) for f in FUNCTIONS.values()]
+    down = [http_event(read_route(f), token=tokens.service_role()) for f in HTTP_FUNCTIONS.values()]
     closed = database.pooler_url().replace(f":{database.config.pooler_port}/", f":{free_port()}/")
 
     answered = invoke_from_zip(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functions.connections.report import build_report
+from shared._connection_usage import ConnectionUsage, build_report
 
 
 def test_report_totals_and_budgets() -> None:
@@ -33,3 +33,22 @@ def test_empty_usage() -> None:
 
     assert report["in_use"] == 0
     assert report["guidance"]["with_data_api"]["limit_connections"] == 24
+
+
+def test_usage_by_state_names_the_metrics_states_zeros_included() -> None:
+    usage = ConnectionUsage(
+        60,
+        [
+            {"application_name": "items", "state": "idle", "connections": 3},
+            {"application_name": "items", "state": "idle in transaction", "connections": 2},
+            {
+                "application_name": "bench",
+                "state": "idle in transaction (aborted)",
+                "connections": 1,
+            },
+            {"application_name": "(unnamed)", "state": "(hidden)", "connections": 4},
+        ],
+    )
+
+    assert usage.total == 10
+    assert usage.by_state() == {"active": 0, "idle": 3, "idle_in_transaction": 3, "other": 4}

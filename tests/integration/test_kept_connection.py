@@ -43,7 +43,7 @@ from shared._sessions import READ_ONLY_OPTIONS
 from shared._settings import get_settings
 from tests.fixtures.faults import pooler_frozen, restart_pooler, restart_postgres
 from tests.fixtures.lambda_events import LambdaTestContext, body_of, http_event
-from tests.fixtures.pgbouncer import admin_console, show
+from tests.fixtures.pgbouncer import admin_console, show, show_for
 from tests.fixtures.service import handler_for
 from tests.fixtures.stack import TEST_POOL_SIZE, reset_caches
 from tests.integration.test_transaction_pooling import watch_pool
@@ -103,7 +103,12 @@ def short_client_idle_timeout(stack: LocalStack) -> Iterator[Callable[[], None]]
 
     def wait_for_it() -> None:
         restore_client_idle_timeout(stack, CLIENT_IDLE_TIMEOUT_S)
-        time.sleep(CLIENT_IDLE_TIMEOUT_S + 1.5)  # PgBouncer checks timeouts once a second
+        time.sleep(CLIENT_IDLE_TIMEOUT_S)
+        # PgBouncer checks timeouts about once a second, later on a loaded machine: wait until
+        # it has closed every idle client of the database, as it will have by the next request.
+        deadline = time.monotonic() + 15
+        while show_for(stack, "CLIENTS") and time.monotonic() < deadline:
+            time.sleep(0.2)
 
     yield wait_for_it
     restore_client_idle_timeout(stack, int(float(before)))

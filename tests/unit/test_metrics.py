@@ -17,6 +17,7 @@ import shared._error_mapping
 import shared._tokens
 from functions.health.handler import handler as health_handler
 from shared._driver import CommitOutcomeUnknownError
+from shared._engine import forget_engines
 from shared._error_mapping import error_response
 from shared._errors import ServiceUnavailableError
 from shared._metrics import (
@@ -203,6 +204,7 @@ def test_a_malformed_setting_is_still_a_json_500_counted_under_the_lambda_name(
     monkeypatch: pytest.MonkeyPatch, function_output: FunctionOutput
 ) -> None:
     monkeypatch.setenv("DB_CONNECT_TIMEOUT", "soon")
+    forget_engines()  # an engine built by an earlier test would never read the setting
     get_settings.cache_clear()
 
     response = health_handler(http_event("GET /health"), LambdaTestContext())

@@ -18,7 +18,12 @@ from typing import Any
 
 from bench.burst import run_burst
 from bench.coldstart import build_with_sources, measure_cold_starts
-from bench.contenders import NaiveFastAPI, ProjectFunctions, RawPsycopg
+from bench.contenders import (
+    NaiveFastAPI,
+    ProjectFunctions,
+    ProjectFunctionsWithoutMetrics,
+    RawPsycopg,
+)
 from bench.exchanges import measure_exchanges
 from bench.ladder import LADDERS, measure_ladders
 from bench.report import build_report, keep_setting_exists
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         contenders = [
             ProjectFunctions(read_id, url, tokens, keep_connection=False),
             ProjectFunctions(read_id, url, tokens, keep_connection=True),
+            ProjectFunctionsWithoutMetrics(read_id, url, tokens),
             RawPsycopg(read_id, url),
             NaiveFastAPI(read_id, url),
         ]

@@ -22,12 +22,14 @@ __all__ = [
     "build_report",
     "keep_connection_comparison",
     "keep_setting_exists",
+    "metrics_cost_rows",
     "zip_size_target",
 ]
 
 PROJECT = f"project, {KEEP_CONNECTION_VARIABLE}=false"
 KEPT = f"project, {KEEP_CONNECTION_VARIABLE}=true"
 RAW, NAIVE = "raw psycopg", "naive FastAPI"
+METRICS_OFF = "project, metrics off"
 MIB = 2**20
 # Upper bounds the platform's figures are held to: the warm ones as ratios to the same route
 # on raw psycopg, the cost a copyable abstraction over the driver may add; for each mode of
@@ -119,6 +121,15 @@ def keep_connection_comparison(
     return rows, targets
 
 
+def metrics_cost_rows(warm: dict[str, dict[str, list[float]]]) -> list[list[str]]:
+    """Per route: the project's functions with and without their metrics, side by side."""
+    return [
+        [route, _ms(warm[PROJECT][route]), _ms(warm[METRICS_OFF][route]),
+         _x(ratio(warm[PROJECT][route], warm[METRICS_OFF][route]))]
+        for route in ROUTES
+    ]  # fmt: skip
+
+
 def _x(value: Ratio) -> str:
     return f"{value.median:.2f}x (p95 {value.p95:.2f}x)"
 
@@ -203,6 +214,16 @@ def build_report(
         md.heading(f"Where a warm {name} request spends its time (one layer added per step)")
         md.table(["step", "ms", "added by the step (ms)", f"/ {steps[0]}"],
                  _ladder_rows(steps, ladders[name]))  # fmt: skip
+
+    if METRICS_OFF in warm:
+        md.heading(
+            "What the metrics cost a warm request (NullPool; ratios of medians, and of p95s)"
+        )
+        md.paragraph(
+            "The same functions in the same rounds, with POWERTOOLS_METRICS_DISABLED=true: "
+            "recording and writing the invocation's metric lines is the difference."
+        )
+        md.table(["route", "metrics on", "metrics off", "on / off"], metrics_cost_rows(warm))
 
     md.heading("Exchanges with the pooler per warm request (connections, login + statements)")
     rows = []

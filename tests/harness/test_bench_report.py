@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from bench.contenders import ROUTES
-from bench.report import KEPT, MIB, PROJECT, RAW, keep_connection_comparison, zip_size_target
+from bench.report import (
+    KEPT,
+    METRICS_OFF,
+    MIB,
+    PROJECT,
+    RAW,
+    keep_connection_comparison,
+    metrics_cost_rows,
+    zip_size_target,
+)
 from bench.sizes import ZipSize
 
 
@@ -42,3 +51,15 @@ def test_each_mode_of_db_keep_connection_is_held_to_its_own_targets() -> None:
         "warm items get, DB_KEEP_CONNECTION on, vs raw psycopg": "met",  # 0.35x
         "warm items create, DB_KEEP_CONNECTION on, vs raw psycopg": "met",  # 0.45x
     }
+
+
+def test_the_metrics_cost_is_the_project_with_metrics_over_the_project_without() -> None:
+    warm = {
+        PROJECT: dict.fromkeys(ROUTES, [0.0055] * 3),
+        METRICS_OFF: dict.fromkeys(ROUTES, [0.005] * 3),
+    }
+
+    rows = metrics_cost_rows(warm)
+
+    assert [row[0] for row in rows] == list(ROUTES)
+    assert {row[3] for row in rows} == {"1.10x (p95 1.10x)"}

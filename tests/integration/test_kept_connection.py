@@ -334,6 +334,8 @@ def test_a_burst_of_instances_holds_one_client_each_and_shares_the_pool(stack: L
         return answered
 
     with admin_console(stack) as admin, ThreadPoolExecutor(max_workers=INSTANCES) as pool:
+        # Idle clients already there (another engine's kept connection) are not this burst's.
+        already = watch_pool(admin, stack.config.database, lambda: False, rounds=1).clients
         running = [pool.submit(instance, engine) for engine in engines]
         peak = watch_pool(admin, stack.config.database, lambda: all(r.done() for r in running))
         answered = [future.result() for future in running]
@@ -343,7 +345,7 @@ def test_a_burst_of_instances_holds_one_client_each_and_shares_the_pool(stack: L
     assert answered == [REQUESTS_PER_INSTANCE] * INSTANCES
     assert [len(opened) for opened in logins] == [1] * INSTANCES
     assert 0 < peak.servers <= TEST_POOL_SIZE
-    assert INSTANCES - 1 <= peak.clients <= INSTANCES  # the console is not counted
+    assert INSTANCES - 1 <= peak.clients - already <= INSTANCES  # the console is not counted
 
 
 def count_engine_connects(engine: Engine) -> list[object]:

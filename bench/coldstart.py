@@ -231,6 +231,8 @@ def measure_cold_starts(
     _install_runtime_packages(runtime)
     events: dict[str, Path] = {}
     for function, zip_path in zips.items():
+        if not FUNCTIONS[function].routes:
+            continue  # a scheduled function: no request to time, and no caller waits for it
         _unpack_read_only(zip_path, work / "with-bytecode" / function, bytecode=True)
         _unpack_read_only(with_sources[function], work / "no-bytecode" / function, bytecode=False)
         # A read of one row (`read_id`) where the function has one, as the README's figures.
@@ -249,11 +251,11 @@ def measure_cold_starts(
         events[function] = work / f"{function}-event.json"
         events[function].write_text(json.dumps(event))
     python = getattr(sys, "_base_executable", sys.executable)
-    samples: dict[str, dict[str, list[float]]] = {f: {s: [] for s in SCENARIOS} for f in zips}
-    groups: dict[str, dict[str, list[float]]] = {f: {} for f in zips}
+    samples: dict[str, dict[str, list[float]]] = {f: {s: [] for s in SCENARIOS} for f in events}
+    groups: dict[str, dict[str, list[float]]] = {f: {} for f in events}
     with _secret_served_locally(database_url) as secret_envs:
         for round_number in range(rounds):
-            for function in zips:
+            for function in events:
                 shift = round_number % len(SCENARIOS)
                 for scenario in SCENARIOS[shift:] + SCENARIOS[:shift]:
                     root = work / ("no-bytecode" if "no bytecode" in scenario else "with-bytecode")

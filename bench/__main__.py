@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         url = stack.pooler_url()
         project = ProjectFunctions(read_id, url, tokens)
+        kept = ProjectFunctions(read_id, url, tokens, keep_connection=True)
         contenders = [
             ProjectFunctions(read_id, url, tokens, keep_connection=False),
-            ProjectFunctions(read_id, url, tokens, keep_connection=True),
+            kept,
             ProjectFunctionsWithoutMetrics(read_id, url, tokens),
             RawPsycopg(read_id, url),
             NaiveFastAPI(read_id, url),
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         warm = measure_warm(contenders, rounds=rounds, warmup=max(5, rounds // 20))
         thread_counts = measure_threads_per_request(contenders, requests=10)
         _progress("where a warm read spends its time")
-        ladders = measure_ladders(project, url, rounds=rounds, warmup=max(5, rounds // 20))
+        ladders = measure_ladders(project, kept, url, rounds=rounds, warmup=max(5, rounds // 20))
         _progress(f"cold starts: {cold_rounds} rounds")
         cold, import_groups = measure_cold_starts(
             zips["x86_64"],

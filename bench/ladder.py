@@ -26,6 +26,17 @@ interleaved rounds, so the differences of their medians say what each layer cost
    pipelined with the SELECT, as `shared._driver` sends a single read with no identity;
 3. SQLAlchemy Core: `autocommit_connection()` on the project's engine, within a deadline;
 4. the function: the Lambda boundary (event check, request id in the logs, JSON answer).
+
+The same two reads on a kept connection (`DB_KEEP_CONNECTION`), where the login is gone and what
+remains is the per-request cost of each layer:
+1. raw psycopg: the SELECT on a connection opened once;
+2. acting as the user (or anon): the `set_config` prelude pipelined with it;
+3. SQLAlchemy Core with a pool of one: the project's driver classes (their prelude), no listeners;
+4. the kept pool's checkout check: socket poll and idle age (`shared._kept_connection`);
+5. the deadline watch registered at checkout and cancelled at checkin;
+6. asyncio (items only): the asyncio engine with all of the above;
+7. the ORM (items only): `session.get` in a read session over that engine;
+8. the function: the project's handler with the setting on.
 """
 
 from __future__ import annotations
@@ -34,12 +45,14 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
 import psycopg
 from fastapi import APIRouter, Response
 from mangum import Mangum
-from sqlalchemy import text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from starlette.types import Receive, Scope, Send
 
 from bench.contenders import (
@@ -54,14 +67,22 @@ from functions.items.models import Item
 from functions.items.routes import ItemId
 from functions.items.schemas import ItemRead
 from shared._boundary import check_http_event
+from shared._connect import connect_args, open_connection
+from shared._database_url import to_sqlalchemy_url
 from shared._deadline import invocation_deadline
 from shared._dependencies import UserDep
 from shared._driver import AsyncPoolerConnection
-from shared._engine import autocommit_connection, get_async_engine
+from shared._engine import (
+    _stop_watching,
+    _watch_until_deadline,
+    autocommit_connection,
+    get_async_engine,
+)
 from shared._fastapi_app import create_app, lambda_handler
-from shared._identity import ANONYMOUS, acting_as
-from shared._sessions import async_read_session
-from shared._settings import get_settings
+from shared._identity import ANONYMOUS, Identity, acting_as
+from shared._kept_connection import keep_one_connection, kept_pool
+from shared._sessions import READ_ONLY_OPTIONS, ReadSession, async_read_session
+from shared._settings import ConnectionMode, get_settings
 from tests.fixtures.lambda_events import LambdaTestContext, http_event
 
 __all__ = ["LADDERS", "Ladders", "measure_ladders"]
@@ -83,10 +104,31 @@ FRAMEWORK_STEPS = (
     "+ the boundary (deadline, scope, logs)",
 )
 HEALTH_STEPS = ("raw psycopg", "+ acting as anon", "+ SQLAlchemy Core", "+ the function")
+KEPT_CORE_STEPS = (
+    "+ SQLAlchemy Core, a pool of one",
+    "+ the checkout check (socket poll, idle age)",
+    "+ the deadline watch per checkout",
+)
+KEPT_ITEMS_GET_STEPS = (
+    "raw psycopg, kept connection",
+    "+ acting as the user",
+    *KEPT_CORE_STEPS,
+    "+ asyncio",
+    "+ the ORM",
+    "+ the function",
+)
+KEPT_HEALTH_STEPS = (
+    "raw psycopg, kept connection",
+    "+ acting as anon",
+    *KEPT_CORE_STEPS,
+    "+ the function",
+)
 LADDERS = {
     "items get": ITEMS_GET_STEPS,
     "items get, no database": FRAMEWORK_STEPS,
     "health": HEALTH_STEPS,
+    "items get, kept connection": KEPT_ITEMS_GET_STEPS,
+    "health, kept connection": KEPT_HEALTH_STEPS,
 }
 """Each ladder's steps, by the name of the warm table's route it takes apart."""
 SELECT = f"SELECT {ITEM_COLUMNS} FROM items WHERE id = %s"
@@ -233,6 +275,121 @@ def _health_steps(project: ProjectFunctions, url: str) -> list[Request]:
     return [raw, raw_anon, core, project.prepare("health")]
 
 
+def _kept_engine(url: str, *, check: bool, watch: bool) -> Engine:
+    """A pool of one over the project's driver classes, with the kept pool's listeners asked."""
+    settings = get_settings()
+    sa_url = to_sqlalchemy_url(url)
+    options = {"connect_args": connect_args(sa_url, ConnectionMode.TRANSACTION, settings)}
+    engine = create_engine(sa_url, hide_parameters=True, **options, **kept_pool())
+    _listen(engine, check=check, watch=watch)
+    return engine
+
+
+def _kept_async_engine(url: str) -> AsyncEngine:
+    """The asyncio twin of `_kept_engine` with every listener, as the FastAPI functions keep."""
+    settings = get_settings()
+    sa_url = to_sqlalchemy_url(url)
+    options = {"connect_args": connect_args(sa_url, ConnectionMode.TRANSACTION, settings)}
+    engine = create_async_engine(sa_url, hide_parameters=True, **options, **kept_pool())
+    _listen(engine.sync_engine, check=True, watch=True)
+    return engine
+
+
+def _listen(engine: Engine, *, check: bool, watch: bool) -> None:
+    settings = get_settings()
+    event.listen(engine, "do_connect", partial(open_connection, settings.db_statement_timeout_ms))
+    if check:
+        keep_one_connection(engine, settings.db_keep_connection_max_idle_s)
+    if watch:
+        event.listen(engine, "checkout", _watch_until_deadline)
+        event.listen(engine, "checkin", _stop_watching)
+        event.listen(engine, "close", _stop_watching)
+
+
+def _kept_core_steps(
+    url: str, identity: Identity, query: str, params: dict[str, Any]
+) -> list[Request]:
+    """KEPT_CORE_STEPS: the same autocommit read through three pools of one, layer by layer."""
+    statement = text(query)
+
+    def through(engine: Engine) -> Request:
+        def request() -> None:
+            with invocation_deadline(DEADLINE_S), acting_as(identity), engine.connect() as conn:
+                autocommit = conn.execution_options(isolation_level="AUTOCOMMIT")
+                _check(autocommit.execute(statement, params).all())
+
+        return request
+
+    return [
+        through(_kept_engine(url, check=False, watch=False)),
+        through(_kept_engine(url, check=True, watch=False)),
+        through(_kept_engine(url, check=True, watch=True)),
+    ]
+
+
+def _kept_items_get_steps(
+    kept: ProjectFunctions, url: str, loop: asyncio.AbstractEventLoop
+) -> list[Request]:
+    """The steps of KEPT_ITEMS_GET_STEPS, each on a connection of its own kept open."""
+    item_id = kept.read_id
+    timeout_ms = get_settings().db_statement_timeout_ms
+    acting = [str(timeout_ms), BENCH_USER.role, json.dumps(BENCH_USER.claims)]
+    raw_conn = psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS)
+    acting_conn = psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS)
+    async_engine = _kept_async_engine(url)
+    orm_engine = _kept_async_engine(url).execution_options(**READ_ONLY_OPTIONS)
+    query = f"SELECT {ITEM_COLUMNS} FROM items WHERE id = :id"
+
+    def raw() -> None:
+        _check(raw_conn.execute(SELECT, [item_id]).fetchall())
+
+    def raw_acting() -> None:
+        with acting_conn.pipeline():
+            acting_conn.execute(ACT_AS, acting)
+            cursor = acting_conn.execute(SELECT, [item_id])
+        _check(cursor.fetchall())
+
+    async def core() -> None:
+        async with async_engine.connect() as conn:
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            _check((await autocommit.execute(text(query), {"id": item_id})).all())
+
+    async def orm() -> None:
+        async with AsyncSession(orm_engine, sync_session_class=ReadSession) as session:
+            _check([await session.get(Item, item_id)])
+
+    def as_user(step: Callable[[], Awaitable[None]]) -> Request:
+        def request() -> None:
+            with invocation_deadline(DEADLINE_S), acting_as(BENCH_USER):
+                loop.run_until_complete(step())
+
+        return request
+
+    core_steps = _kept_core_steps(url, BENCH_USER, query, {"id": item_id})
+    function = kept.prepare("items get")
+    return [raw, raw_acting, *core_steps, as_user(core), as_user(orm), function]
+
+
+def _kept_health_steps(kept: ProjectFunctions, url: str) -> list[Request]:
+    """The steps of KEPT_HEALTH_STEPS, each on a connection of its own kept open."""
+    timeout_ms = get_settings().db_statement_timeout_ms
+    acting = [str(timeout_ms), ANONYMOUS.role, ANONYMOUS.claims_json()]
+    raw_conn = psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS)
+    acting_conn = psycopg.connect(url, autocommit=True, **RAW_CONNECT_ARGS)
+
+    def raw() -> None:
+        _check(raw_conn.execute("SELECT 1").fetchall())
+
+    def raw_anon() -> None:
+        with acting_conn.pipeline():
+            acting_conn.execute(ACT_AS, acting)
+            cursor = acting_conn.execute("SELECT 1")
+        _check(cursor.fetchall())
+
+    core_steps = _kept_core_steps(url, ANONYMOUS, "SELECT 1", {})
+    return [raw, raw_anon, *core_steps, kept.prepare("health")]
+
+
 def _check(rows: Sequence[object]) -> None:
     if not rows or rows[0] is None:
         raise BenchError("a ladder's read found no row")
@@ -252,15 +409,27 @@ def _measure(steps: list[Request], rounds: int, warmup: int) -> list[list[float]
     return samples
 
 
-def measure_ladders(project: ProjectFunctions, url: str, rounds: int, warmup: int) -> Ladders:
-    """Both ladders, one after the other."""
+def measure_ladders(
+    project: ProjectFunctions, kept: ProjectFunctions, url: str, rounds: int, warmup: int
+) -> Ladders:
+    """Every ladder, one after the other: `project` as configured, `kept` with the setting on.
+
+    A contender's `prepare` puts its engines in the platform's place, so the kept ladders run
+    last and `project`'s engines are put back afterwards.
+    """
     loop = asyncio.new_event_loop()
     try:
         items_get = _measure(_items_get_steps(project, url, loop), rounds, warmup)
+        ladders = {
+            "items get": items_get,
+            "items get, no database": _measure(_framework_steps(project), rounds, warmup),
+            "health": _measure(_health_steps(project, url), rounds, warmup),
+        }
+        ladders["items get, kept connection"] = _measure(
+            _kept_items_get_steps(kept, url, loop), rounds, warmup
+        )
+        ladders["health, kept connection"] = _measure(_kept_health_steps(kept, url), rounds, warmup)
     finally:
+        project.become_this_instance()
         loop.close()
-    return {
-        "items get": items_get,
-        "items get, no database": _measure(_framework_steps(project), rounds, warmup),
-        "health": _measure(_health_steps(project, url), rounds, warmup),
-    }
+    return ladders

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Protocol, Self
 from weakref import ReferenceType, ref
 
@@ -83,14 +83,40 @@ class _Transaction(Protocol):
     def read_only(self) -> bool | None: ...
 
 
-def _begin(conn: _Transaction) -> sql.Composed | None:
+type _Statement = tuple[bytes, list[str]]
+"""A statement of the transaction's start, as SQL text, and the values bound to its `%s`."""
+
+
+def _begin(conn: _Transaction) -> bytes | None:
     """BEGIN, unless SQLAlchemy asked for autocommit."""
     if not conn.wants_transaction:
         return None
     level = conn.isolation_level
+    return _begin_statement(None if level is None else level.name.replace("_", " "))
+
+
+# The statements below depend only on names (and, for SET LOCAL, a value) that the driver
+# chooses, never on a client's input, so each is composed once and reused by every transaction.
+
+
+@lru_cache(maxsize=8)
+def _begin_statement(level: str | None) -> bytes:
     if level is None:
-        return sql.Composed([sql.SQL("BEGIN")])
-    return sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(level.name.replace("_", " ")))
+        return b"BEGIN"
+    return sql.SQL("BEGIN ISOLATION LEVEL {}").format(sql.SQL(level)).as_bytes()
+
+
+@lru_cache(maxsize=64)
+def _set_local_statement(name: str, value: str) -> bytes:
+    return sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)).as_bytes()
+
+
+@lru_cache(maxsize=64)
+def _set_config_statement(names: tuple[str, ...]) -> bytes:
+    calls = sql.SQL(", ").join(
+        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name in names
+    )
+    return sql.SQL("SELECT {}").format(calls).as_bytes()
 
 
 def _limits(conn: _Transaction) -> dict[str, str]:
@@ -123,7 +149,7 @@ def _legacy_claim_settings(identity: Identity) -> dict[str, str]:
     return settings
 
 
-def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
+def _prelude(conn: _Transaction) -> list[_Statement]:
     """The statements that set this transaction's limits and identity, sent before its first.
 
     In a transaction with no identity, `SET LOCAL`: it takes no snapshot, so `SET TRANSACTION
@@ -135,20 +161,14 @@ def _prelude(conn: _Transaction) -> list[tuple[sql.Composed, list[str]]]:
     settings = _limits(conn)
     identity = current_identity()
     if identity is None and conn.wants_transaction:
-        return [
-            (sql.SQL("SET LOCAL {} = {}").format(sql.SQL(name), sql.Literal(value)), [])
-            for name, value in settings.items()
-        ]
+        return [(_set_local_statement(name, value), []) for name, value in settings.items()]
     if identity is not None:
         settings["role"] = identity.role
         settings["request.jwt.claims"] = identity.claims_json()
         settings |= _legacy_claim_settings(identity)
     if not settings:
         return []
-    calls = sql.SQL(", ").join(
-        sql.SQL("set_config({}, %s, true)").format(sql.Literal(name)) for name in settings
-    )
-    return [(sql.SQL("SELECT {}").format(calls), list(settings.values()))]
+    return [(_set_config_statement(tuple(settings)), list(settings.values()))]
 
 
 @contextmanager
@@ -293,7 +313,7 @@ class _PoolerTransactions(BaseConnection[Any]):
     def _transaction_start(self) -> list[PostgresQuery]:
         """BEGIN and the prelude, converted as a cursor converts them: `$n` and bound values."""
         begin = _begin(self)
-        statements: list[tuple[sql.Composed, list[str]]] = []
+        statements: list[_Statement] = []
         if begin is not None:
             statements.append((begin, []))
         commands = []

@@ -11,18 +11,33 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from shared._engine import get_async_engine, get_engine
 from shared._identity import Identity, acting_as
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 READ_ONLY_OPTIONS: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "postgresql_readonly": True}
 """Execution options of read sessions: no transaction, and writes refused by the server."""
+
+
+# An engine's option view is a new engine object with its own event dispatch: made once per
+# engine (the process has one of each; tests and SnapStart build new ones) rather than for
+# every read. It shares its engine's pool, so it holds no connection of its own.
+@lru_cache(maxsize=4)
+def _read_only_engine(engine: Engine) -> Engine:
+    return engine.execution_options(**READ_ONLY_OPTIONS)
+
+
+@lru_cache(maxsize=4)
+def _read_only_async_engine(engine: AsyncEngine) -> AsyncEngine:
+    return engine.execution_options(**READ_ONLY_OPTIONS)
 
 
 class ReadOnlySessionError(RuntimeError):
@@ -49,7 +64,7 @@ def session_scope() -> Iterator[Session]:
 @contextmanager
 def read_session() -> Iterator[Session]:
     """A read-only session in autocommit as the identity in scope."""
-    with ReadSession(get_engine().execution_options(**READ_ONLY_OPTIONS)) as session:
+    with ReadSession(_read_only_engine(get_engine())) as session:
         yield session
 
 
@@ -71,7 +86,7 @@ async def async_read_session(identity: Identity) -> AsyncIterator[AsyncSession]:
     """A read-only session in autocommit as `identity`."""
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    engine = get_async_engine().execution_options(**READ_ONLY_OPTIONS)
+    engine = _read_only_async_engine(get_async_engine())
     with acting_as(identity):
         async with AsyncSession(engine, sync_session_class=ReadSession) as session:
             yield session

@@ -36,7 +36,7 @@ class Transaction:
 
 
 def rendered(conn: Transaction) -> list[tuple[str, list[str]]]:
-    return [(statement.as_string(), params) for statement, params in _prelude(conn)]
+    return [(statement.decode(), params) for statement, params in _prelude(conn)]
 
 
 def settings_of(conn: Transaction) -> dict[str, str]:
